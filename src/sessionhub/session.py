@@ -1,0 +1,375 @@
+"""The session an application reads and writes: a mapping with a change log.
+
+What is saved at commit:
+
+* assignment (`session[k] = v`), including re-assigning a value that was
+  mutated in place (`cart = session["cart"]; cart.append(x); session["cart"] = cart`);
+* `del session[k]`, `pop`, `popitem`, `clear`, `update`, `setdefault`;
+* in-place mutation of a dict or list that was *read* during this request,
+  even without re-assignment: such values are re-encoded at commit and saved
+  if their encoding changed.
+
+What is not: changes made to a value after the session was committed, and
+mutation of an object that was never read from or assigned to the session in
+this request. Values that encode to exactly what is stored are not sent, so
+re-assigning an unchanged value costs nothing.
+
+Each changed attribute is written on its own: two overlapping requests that
+change different attributes both keep their change; two that change the same
+attribute keep the last one written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
+
+from .codec import JSON, Codec, dumps, loads
+from .ids import SessionRef
+from .record import (
+    AUTH_TIME,
+    BINDING,
+    CLIENT_INFO,
+    PRINCIPAL,
+    Delta,
+    Meta,
+    Record,
+    RecordError,
+    attribute_name,
+    field_name,
+)
+
+__all__ = ["Session"]
+
+_REMEMBER = b"!r"
+_MUTABLE = (dict, list)
+
+
+class Session(MutableMapping[str, JSON]):
+    """One user's session. Create it through a `SessionManager`, not directly."""
+
+    _ref: SessionRef | None
+    _meta: Meta
+    _values: dict[str, JSON]
+    _stored: dict[str, bytes]  # attribute -> bytes as last stored
+    _assigned: set[str]
+    _removed: set[str]
+    _read: set[str]  # mutable values handed out this request
+    _cleared: bool
+    _meta_fields: dict[bytes, bytes]
+    _meta_changes: dict[bytes, bytes | None]
+    _idle_change: int | None
+    _deadline_change: int | None
+    _rotate: bool
+    _doomed: SessionRef | None
+
+    def __init__(self, codec: Codec, meta: Meta, ref: SessionRef | None = None) -> None:
+        self._codec = codec
+        self._forget(ref, meta)
+        self._refreshed = False
+        self._on_change: Callable[[], None] | None = None
+        self._pending_flush: Any = None  # the asyncio task of an immediate flush
+        #: True once the application looked at or changed the session.
+        self.accessed = False
+
+    # -- construction from a stored record --------------------------------
+
+    @classmethod
+    def from_record(cls, codec: Codec, ref: SessionRef, record: Record) -> Session:
+        """The session a record describes; RecordError/CodecError if it cannot be read."""
+        session = cls(codec, record.meta, ref)
+        binding = record.fields.get(BINDING, b"").decode("ascii", "replace")
+        for name, raw in record.fields.items():
+            if name[:1] == b"!":
+                session._meta_fields[name] = raw
+                continue
+            attribute = attribute_name(name)
+            session._values[attribute] = codec.decode(raw, attribute, binding)
+            session._stored[attribute] = raw
+        principal = session._meta_fields.get(PRINCIPAL)
+        if principal is not None and not isinstance(loads(principal), str):
+            raise RecordError("principal is not a string")
+        return session
+
+    # -- the mapping --------------------------------------------------------
+
+    def __getitem__(self, name: str) -> JSON:
+        self.accessed = True
+        value = self._values[name]
+        if isinstance(value, _MUTABLE):
+            self._read.add(name)
+        return value
+
+    def __setitem__(self, name: str, value: JSON) -> None:
+        if not isinstance(name, str):
+            raise TypeError("session attribute names are strings")
+        self._codec.encode(value, name, self.binding)  # refuse non-JSON values now
+        self.accessed = True
+        self._values[name] = value
+        self._assigned.add(name)
+        self._removed.discard(name)
+        self._changed()
+
+    def __delitem__(self, name: str) -> None:
+        self.accessed = True
+        del self._values[name]
+        self._assigned.discard(name)
+        self._read.discard(name)
+        self._removed.add(name)
+        self._changed()
+
+    def __iter__(self) -> Iterator[str]:
+        self.accessed = True
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        self.accessed = True
+        return len(self._values)
+
+    def __contains__(self, name: object) -> bool:
+        self.accessed = True
+        return name in self._values
+
+    def clear(self) -> None:
+        self.accessed = True
+        self._values.clear()
+        self._assigned.clear()
+        self._removed.clear()
+        self._read.clear()
+        self._cleared = True
+        self._changed()
+
+    def __repr__(self) -> str:
+        # Never the id: reprs end up in logs and tracebacks.
+        return f"<Session handle={self.handle!r} attributes={len(self._values)}>"
+
+    # -- metadata -------------------------------------------------------------
+
+    @property
+    def id(self) -> str | None:
+        """The id the client holds; None until the session is first stored."""
+        return self._ref.id if self._ref else None
+
+    @property
+    def handle(self) -> str | None:
+        """The store's name for this session: safe to log and to show operators."""
+        return self._ref.handle if self._ref else None
+
+    @property
+    def is_new(self) -> bool:
+        return self._ref is None
+
+    @property
+    def created_at(self) -> float:
+        return self._meta.created / 1000
+
+    @property
+    def accessed_at(self) -> float:
+        return self._meta.accessed / 1000
+
+    @property
+    def idle_timeout(self) -> float:
+        return (self._idle_change or self._meta.idle) / 1000
+
+    @property
+    def deadline(self) -> float:
+        """The absolute deadline (seconds since the epoch)."""
+        return (self._deadline_change or self._meta.deadline) / 1000
+
+    @property
+    def expires_at(self) -> float:
+        """When the session ends if not used again (seconds since the epoch)."""
+        idle = self._idle_change or self._meta.idle
+        deadline = self._deadline_change or self._meta.deadline
+        return min(self._meta.accessed + idle, deadline) / 1000
+
+    @property
+    def version(self) -> int:
+        return self._meta.version
+
+    @property
+    def principal(self) -> str | None:
+        raw = self._meta_value(PRINCIPAL)
+        return None if raw is None else str(loads(raw))
+
+    @property
+    def authenticated_at(self) -> float | None:
+        raw = self._meta_value(AUTH_TIME)
+        return None if raw is None else int(raw) / 1000
+
+    @property
+    def client_info(self) -> dict[str, Any]:
+        """What the application chose to record about the client (user agent, IP...)."""
+        raw = self._meta_value(CLIENT_INFO)
+        return {} if raw is None else dict(loads(raw))
+
+    @client_info.setter
+    def client_info(self, info: dict[str, Any]) -> None:
+        self._set_meta(CLIENT_INFO, dumps(info))
+
+    @property
+    def binding(self) -> str:
+        """A random token fixed for the session's life, which codecs may bind values to."""
+        raw = self._meta_value(BINDING)
+        return "" if raw is None else raw.decode("ascii")
+
+    @property
+    def persistent(self) -> bool:
+        """Whether the client should keep the id beyond the browser session ("remember me")."""
+        return self._meta_value(_REMEMBER) is not None
+
+    @property
+    def modified(self) -> bool:
+        """Whether a commit would write anything (in-place mutation aside)."""
+        return bool(
+            self._assigned
+            or self._removed
+            or self._cleared
+            or self._meta_changes
+            or self._idle_change is not None
+            or self._deadline_change is not None
+            or self._rotate
+            or self._doomed is not None
+        )
+
+    # -- lifecycle requests, carried out at commit ------------------------------
+
+    def rotate(self) -> None:
+        """Give the session a new id at commit; the old id stops working."""
+        self.accessed = True
+        self._rotate = True
+        self._changed()
+
+    def login(self, principal: str, *, now: float) -> None:
+        """Bind the session to `principal` and rotate its id (fixation protection)."""
+        if not isinstance(principal, str) or not principal:
+            raise ValueError("principal must be a non-empty string")
+        self._set_meta(PRINCIPAL, dumps(principal))
+        self._set_meta(AUTH_TIME, b"%d" % int(now * 1000))
+        self.rotate()
+
+    def invalidate(self) -> None:
+        """End the session: deleted from the store at commit, empty from now on.
+
+        Writing to the session afterwards starts a new one, with a new id.
+        """
+        self.accessed = True
+        doomed = self._doomed or self._ref
+        self._forget(self._ref, self._meta)
+        self._ref = None
+        self._doomed = doomed
+        self._changed()
+
+    def remember(self, idle: float, absolute: float | None = None) -> None:
+        """Keep this session longer than the default ("remember me").
+
+        `idle` replaces the idle timeout for this session; `absolute`, if
+        given, moves the absolute deadline to `absolute` seconds after creation.
+        The client is told to keep the id across browser restarts.
+        """
+        if idle <= 0 or (absolute is not None and absolute <= 0):
+            raise ValueError("timeouts must be positive")
+        self._idle_change = int(idle * 1000)
+        if absolute is not None:
+            self._deadline_change = self._meta.created + int(absolute * 1000)
+        self._set_meta(_REMEMBER, b"1")
+
+    # -- for the manager ----------------------------------------------------------
+
+    def _meta_value(self, name: bytes) -> bytes | None:
+        if name in self._meta_changes:
+            changed: bytes | None = self._meta_changes[name]
+            return changed
+        stored: bytes | None = self._meta_fields.get(name)
+        return stored
+
+    def _set_meta(self, name: bytes, value: bytes | None) -> None:
+        self.accessed = True
+        self._meta_changes[name] = value
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    def _encode(self, name: str) -> bytes:
+        return self._codec.encode(self._values[name], name, self.binding)
+
+    def _delta(self) -> Delta | None:
+        """The changes since load or the last commit; None when there are none."""
+        sets: dict[bytes, bytes] = {}
+        for name in self._assigned | self._read:
+            if name not in self._values:
+                continue
+            encoded = self._encode(name)
+            if self._cleared or self._stored.get(name) != encoded:
+                sets[field_name(name)] = encoded
+        deletes = tuple(field_name(name) for name in self._removed if name in self._stored)
+        for meta_name, value in self._meta_changes.items():
+            if value is None:
+                deletes += (meta_name,)
+            elif self._meta_fields.get(meta_name) != value:
+                sets[meta_name] = value
+        if not (
+            sets
+            or deletes
+            or self._cleared
+            or self._idle_change is not None
+            or self._deadline_change is not None
+        ):
+            return None
+        return Delta(sets, deletes, self._cleared, self._idle_change, self._deadline_change)
+
+    def _fields(self) -> dict[bytes, bytes]:
+        """Every field, for a session stored for the first time."""
+        fields = dict(self._meta_fields)
+        for meta_name, value in self._meta_changes.items():
+            if value is None:
+                fields.pop(meta_name, None)
+            else:
+                fields[meta_name] = value
+        for name in self._values:
+            fields[field_name(name)] = self._encode(name)
+        return fields
+
+    def _committed(self, ref: SessionRef, meta: Meta, delta: Delta | None) -> None:
+        """Record that the store now holds this session under `ref` as `meta`."""
+        if delta is None or delta.clear:
+            stored = {name: self._encode(name) for name in self._values}
+        else:
+            stored = self._stored
+            for name in self._removed:
+                stored.pop(name, None)
+            for name in self._assigned | self._read:
+                if name in self._values:
+                    stored[name] = self._encode(name)
+        fields = self._meta_fields
+        for meta_name, value in self._meta_changes.items():
+            if value is None:
+                fields.pop(meta_name, None)
+            else:
+                fields[meta_name] = value
+        values = self._values
+        self._forget(ref, meta)
+        self._values, self._stored, self._meta_fields = values, stored, fields
+
+    def _lost(self, meta: Meta) -> None:
+        """The stored session vanished (ended elsewhere): continue as a new, empty one."""
+        self._forget(None, meta)
+
+    def _forget(self, ref: SessionRef | None, meta: Meta) -> None:
+        """Reset to an unchanged session `ref` with no attributes."""
+        self._ref = ref
+        self._meta = meta
+        self._values = {}
+        self._stored = {}
+        self._meta_fields = {}
+        self._meta_changes = {}
+        self._assigned = set()
+        self._removed = set()
+        self._read = set()
+        self._cleared = False
+        self._rotate = False
+        self._doomed = None
+        self._idle_change = None
+        self._deadline_change = None

@@ -1,0 +1,22 @@
+-- Read a session and, when due, push its idle expiry forward.
+-- KEYS[1] session; ARGV[1] now (ms); ARGV[2] refresh share of the idle timeout.
+local blob = redis.call('GET', KEYS[1])
+if not blob then
+  return false
+end
+local created, accessed, idle, deadline, version, body = header(blob)
+if not created then
+  return blob -- not a record: the client rejects it and says so
+end
+local now = tonumber(ARGV[1])
+if accessed < now and now - accessed >= idle * tonumber(ARGV[2]) then
+  local ttl = math.min(now + idle, deadline) - now
+  if ttl <= 0 then
+    redis.call('DEL', KEYS[1])
+    return false
+  end
+  blob = fmt(created) .. ' ' .. fmt(now) .. ' ' .. fmt(idle) .. ' ' .. fmt(deadline) .. ' '
+    .. fmt(version) .. (body ~= '' and '\n' .. body or '')
+  redis.call('SET', KEYS[1], blob, 'PX', ttl)
+end
+return blob

@@ -1,0 +1,197 @@
+"""The Redis store: standalone, Sentinel or Cluster, sync or asyncio.
+
+Key layout (`ns` is the namespace, "sh" unless set)::
+
+    {ns}:s:{<shard>}<digest>     one session record (a string), native TTL
+
+The braces are a Cluster hash tag: the shard character. Every operation is
+one round trip (a command or a script called by SHA); the only exception is
+a login that moves a session to another shard on a Cluster, where old and new
+keys live in different slots and the move takes three (read, create, delete;
+both ids are valid for at most the last one).
+
+How each operation maps to Redis is written once, in `RedisCommands`, as
+generators of calls; `RedisStore` and `AsyncRedisStore` only send them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.exceptions import NoScriptError
+
+from ...record import Delta, Meta, apply, format_record, parse_record
+from ..base import Apply, Create, Delete, Operation, Read, Rotate
+from .scripts import APPLY, READ, ROTATE, Script
+
+__all__ = ["AsyncRedisStore", "RedisCommands", "RedisStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One command; with `script`, `args` are EVALSHA's (numkeys, keys..., argv...)."""
+
+    args: tuple[Any, ...]
+    script: Script | None = None
+
+
+Calls = Generator[Call, Any, Any]
+
+
+def _meta(reply: list[bytes] | None) -> Meta | None:
+    return None if reply is None else Meta(*map(int, reply))
+
+
+def _delta_args(delta: Delta, now: int) -> list[Any]:
+    args: list[Any] = [
+        now,
+        "" if delta.idle is None else delta.idle,
+        "" if delta.deadline is None else delta.deadline,
+        "1" if delta.clear else "0",
+    ]
+    for name, value in delta.sets.items():
+        args += (name, value)
+    for name in delta.deletes:
+        args += (name, b"")
+    return args
+
+
+class RedisCommands:
+    """What each store operation sends to Redis (no I/O)."""
+
+    def __init__(self, namespace: str = "sh", *, cluster: bool = False) -> None:
+        if not namespace or any(c in namespace for c in "{} "):
+            raise ValueError("namespace must be non-empty, without braces or spaces")
+        self.namespace = namespace
+        self.cluster = cluster
+
+    def key(self, handle: str) -> str:
+        return f"{self.namespace}:s:{{{handle[0]}}}{handle[1:]}"
+
+    def steps(self, operation: Operation) -> Calls:
+        match operation:
+            case Read(handle, now, share):
+                blob = yield Call((1, self.key(handle), now, share), READ)
+                return None if blob is None else parse_record(blob)
+            case Create(handle, record):
+                ttl = record.meta.expires - record.meta.created
+                stored = yield Call(
+                    ("SET", self.key(handle), format_record(record), "NX", "PX", ttl)
+                )
+                return bool(stored)
+            case Apply(handle, delta, now):
+                reply = yield Call((1, self.key(handle), *_delta_args(delta, now)), APPLY)
+                return _meta(reply)
+            case Rotate(handle, new_handle, delta, now):
+                if self.cluster and handle[0] != new_handle[0]:
+                    return (yield from self._move(handle, new_handle, delta, now))
+                keys = (self.key(handle), self.key(new_handle))
+                reply = yield Call((2, *keys, *_delta_args(delta, now)), ROTATE)
+                return _meta(reply)
+            case Delete(handle):
+                return bool((yield Call(("DEL", self.key(handle)))))
+        raise TypeError(f"unknown operation {operation!r}")
+
+    def _move(self, handle: str, new_handle: str, delta: Delta, now: int) -> Calls:
+        """Rotate across Cluster slots: create the new key, then delete the old."""
+        old_key, new_key = self.key(handle), self.key(new_handle)
+        blob = yield Call(("GET", old_key))
+        if blob is None:
+            moved = yield Call(("GET", new_key))  # a retry of a move that happened
+            return None if moved is None else parse_record(moved).meta
+        record = apply(parse_record(blob), delta, now)
+        ttl = record.meta.expires - now
+        if ttl > 0:
+            yield Call(("SET", new_key, format_record(record), "NX", "PX", ttl))
+        yield Call(("DEL", old_key))
+        return record.meta if ttl > 0 else None
+
+
+def _is_cluster(client: Any) -> bool:
+    return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
+
+
+def _check_client(client: Any) -> None:
+    kwargs = client.get_connection_kwargs() if hasattr(client, "get_connection_kwargs") else {}
+    if kwargs.get("decode_responses"):
+        raise ValueError("the Redis client must return bytes (decode_responses=False)")
+
+
+def _evalsha(call: Call) -> tuple[Any, ...]:
+    assert call.script is not None
+    return ("EVALSHA", call.script.sha, *call.args)
+
+
+def _eval(call: Call) -> tuple[Any, ...]:
+    assert call.script is not None
+    return ("EVAL", call.script.source, *call.args)
+
+
+# redis-py's execute_command is untyped (and sync or async by client).
+def _command(client: Any, *args: Any) -> Any:
+    return client.execute_command(*args)
+
+
+class RedisStore:
+    """A store on a `redis.Redis` (or `redis.cluster.RedisCluster`) client."""
+
+    def __init__(
+        self, client: redis.Redis | redis.cluster.RedisCluster, *, namespace: str = "sh"
+    ) -> None:
+        _check_client(client)
+        self.client = client
+        self.commands = RedisCommands(namespace, cluster=_is_cluster(client))
+
+    def execute(self, operation: Operation) -> Any:
+        steps = self.commands.steps(operation)
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(self._send(call))
+        except StopIteration as done:
+            return done.value
+
+    def _send(self, call: Call) -> Any:
+        if call.script is None:
+            return _command(self.client, *call.args)
+        try:
+            return _command(self.client, *_evalsha(call))
+        except NoScriptError:
+            return _command(self.client, *_eval(call))
+
+
+class AsyncRedisStore:
+    """A store on a `redis.asyncio.Redis` (or its `RedisCluster`) client."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
+        *,
+        namespace: str = "sh",
+    ) -> None:
+        _check_client(client)
+        self.client = client
+        self.commands = RedisCommands(namespace, cluster=_is_cluster(client))
+
+    async def aexecute(self, operation: Operation) -> Any:
+        steps = self.commands.steps(operation)
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(await self._send(call))
+        except StopIteration as done:
+            return done.value
+
+    async def _send(self, call: Call) -> Any:
+        if call.script is None:
+            return await _command(self.client, *call.args)
+        try:
+            return await _command(self.client, *_evalsha(call))
+        except NoScriptError:
+            return await _command(self.client, *_eval(call))

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from tests.servers import RedisServer
+
+
+class CountingConnection(redis.Connection):
+    """Counts what is sent: one packed send is one round trip."""
+
+    sent = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+class AsyncCountingConnection(redis.asyncio.Connection):
+    sent = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        AsyncCountingConnection.sent += 1
+        await super().send_packed_command(command, check_health)
+
+
+def counting_client(port: int) -> redis.Redis:
+    pool = redis.ConnectionPool(port=port, connection_class=CountingConnection)
+    return redis.Redis(connection_pool=pool)
+
+
+def async_counting_client(port: int) -> redis.asyncio.Redis:
+    pool = redis.asyncio.ConnectionPool(port=port, connection_class=AsyncCountingConnection)
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = counting_client(redis_server.port)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def async_redis_client(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    client = async_counting_client(redis_server.port)
+    await client.flushall()
+    yield client
+    await client.aclose()

@@ -1,0 +1,284 @@
+"""Redis-specific behaviour: real TTLs, concurrency, corrupt data, restarts, bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import threading
+import time
+
+import pytest
+import redis
+import redis.asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sessionhub import (
+    JSON,
+    AsyncRedisStore,
+    AsyncSessionManager,
+    FlushMode,
+    RedisStore,
+    SessionManager,
+    Timeouts,
+)
+from sessionhub.record import Delta, Meta, Record, apply, format_record, parse_record
+from sessionhub.stores.base import Apply
+from tests.conftest import CountingConnection
+from tests.servers import RedisServer
+
+NOW = int(time.time() * 1000)
+HEAD = b"%d %d 1800000 %d 1" % (NOW, NOW, NOW + 86_400_000)
+PAYLOAD: dict[str, JSON] = {"user_id": 12345, "cart": {f"item-{i}": i for i in range(10)}}
+
+
+def test_keys_hold_a_digest_never_the_id(redis_client: redis.Redis) -> None:
+    manager = SessionManager(RedisStore(redis_client))
+    session = manager.load(None)
+    session.update(PAYLOAD)
+    session_id = manager.commit(session).id
+    assert session_id is not None
+    [key] = redis_client.keys("*")
+    assert session_id.encode() not in key
+    assert session_id[1:20].encode() not in redis_client.get(key)  # type: ignore[operator]
+    assert key == f"sh:s:{{{session_id[0]}}}".encode() + session.handle[1:].encode()  # type: ignore[index]
+
+
+def test_bytes_per_session(redis_client: redis.Redis) -> None:
+    """The note's figure: a user id and a 10-item dict, as Redis counts it."""
+    manager = SessionManager(RedisStore(redis_client))
+    session = manager.load(None)
+    session.update(PAYLOAD)
+    manager.commit(session)
+    [key] = redis_client.keys("*")
+    usage = redis_client.memory_usage(key)
+    assert usage is not None
+    assert usage <= 330, usage
+
+
+def test_values_are_readable_json(redis_client: redis.Redis) -> None:
+    manager = SessionManager(RedisStore(redis_client))
+    session = manager.load(None)
+    session.update(PAYLOAD)
+    manager.commit(session)
+    [key] = redis_client.keys("*")
+    blob = redis_client.get(key)
+    assert b'"cart"\t{"item-0":0,' in blob  # type: ignore[operator]
+
+
+def test_idle_expiry_with_real_ttl(redis_client: redis.Redis) -> None:
+    manager = SessionManager(
+        RedisStore(redis_client), timeouts=Timeouts(idle=0.4, absolute=60, refresh_share=0.5)
+    )
+    session = manager.load(None)
+    session["a"] = 1
+    session_id = manager.commit(session).id
+    [key] = redis_client.keys("*")
+    assert 0 < redis_client.pttl(key) <= 400
+    time.sleep(0.1)
+    manager.load(session_id)  # not due (25% < 50%): the TTL is not pushed
+    assert redis_client.pttl(key) <= 300
+    time.sleep(0.15)
+    assert not manager.load(session_id).is_new  # 62% passed: refreshed
+    assert redis_client.pttl(key) > 300
+    time.sleep(0.5)
+    assert manager.load(session_id).is_new
+    assert redis_client.keys("*") == []
+
+
+def test_absolute_deadline_with_real_ttl(redis_client: redis.Redis) -> None:
+    manager = SessionManager(
+        RedisStore(redis_client), timeouts=Timeouts(idle=0.5, absolute=0.7, refresh_share=0)
+    )
+    session = manager.load(None)
+    session["a"] = 1
+    session_id = manager.commit(session).id
+    for _ in range(4):  # busy: used every 0.2 s, well inside the idle timeout
+        time.sleep(0.2)
+        loaded = manager.load(session_id)
+        if loaded.is_new:
+            break
+    assert loaded.is_new  # gone at 0.7 s however busy
+
+
+def test_remember_me_with_real_ttl(redis_client: redis.Redis) -> None:
+    manager = SessionManager(RedisStore(redis_client), timeouts=Timeouts(idle=0.3, absolute=0.3))
+    session = manager.load(None)
+    session["a"] = 1
+    session.remember(idle=5, absolute=10)
+    session_id = manager.commit(session).id
+    time.sleep(0.5)
+    loaded = manager.load(session_id)
+    assert not loaded.is_new
+    assert loaded.persistent
+    [key] = redis_client.keys("*")
+    assert redis_client.pttl(key) > 4000
+
+
+def test_fifty_concurrent_commits_from_threads(redis_server: RedisServer) -> None:
+    pool = redis.ConnectionPool(port=redis_server.port, max_connections=60)
+    manager = SessionManager(RedisStore(redis.Redis(connection_pool=pool)))
+    session = manager.load(None)
+    session["start"] = True
+    session_id = manager.commit(session).id
+    loaded = [manager.load(session_id) for _ in range(50)]  # all read before any write
+    barrier = threading.Barrier(50)
+
+    def write(index: int) -> None:
+        loaded[index][f"attr-{index}"] = index
+        barrier.wait()
+        manager.commit(loaded[index])
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    final = manager.load(session_id)
+    assert {f"attr-{i}" for i in range(50)} <= set(final)
+    assert final.version == 51
+
+
+async def test_fifty_concurrent_commits_from_tasks(redis_server: RedisServer) -> None:
+    client = redis.asyncio.Redis(port=redis_server.port)
+    manager = AsyncSessionManager(AsyncRedisStore(client))
+    session = manager.new_session()
+    session["start"] = True
+    session_id = (await manager.commit(session)).id
+    loaded = await asyncio.gather(*(manager.load(session_id) for _ in range(50)))
+    for index, each in enumerate(loaded):
+        each[f"attr-{index}"] = index
+    await asyncio.gather(*(manager.commit(each) for each in loaded))
+    final = await manager.load(session_id)
+    assert {f"attr-{i}" for i in range(50)} <= set(final)
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b"not a record",
+        HEAD + b'\n"a"\tnot json',
+        HEAD + b"\nno tab here",
+        HEAD + b"\n!p\t42",
+        HEAD + b'\n"a"\t1\n"a\t2',
+        b"\x80\x04\x95" + pickle.dumps({"a": 1})[3:],
+    ],
+)
+def test_corrupt_data_gives_a_new_session_and_logs_the_handle(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture, stored: bytes
+) -> None:
+    manager = SessionManager(RedisStore(redis_client))
+    session = manager.load(None)
+    session["a"] = 1
+    session_id = manager.commit(session).id
+    assert session_id is not None
+    [key] = redis_client.keys("*")
+    redis_client.set(key, stored)
+    with caplog.at_level(logging.WARNING, logger="sessionhub"):
+        loaded = manager.load(session_id)
+    assert loaded.is_new
+    [record] = [r for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert record.session_handle == session.handle  # type: ignore[attr-defined]
+    assert session_id not in caplog.text
+    assert redis_client.get(key) == stored  # left as it was: nothing is lost
+
+
+def test_pickle_is_never_unpickled(redis_client: redis.Redis) -> None:
+    class Boom:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (exec, ("raise SystemExit('pickle was loaded')",))
+
+    manager = SessionManager(RedisStore(redis_client))
+    session = manager.load(None)
+    session["a"] = 1
+    session_id = manager.commit(session).id
+    [key] = redis_client.keys("*")
+    redis_client.set(key, HEAD + b'\n"a"\t' + pickle.dumps(Boom()))
+    assert manager.load(session_id).is_new
+
+
+def test_redis_restart_mid_run(redis_server: RedisServer) -> None:
+    server = RedisServer().start()
+    try:
+        client = redis.Redis(port=server.port)
+        manager = SessionManager(RedisStore(client))
+        session = manager.load(None)
+        session["a"] = 1
+        session_id = manager.commit(session).id
+        server.restart()  # no persistence: data and scripts gone
+        assert manager.load(session_id).is_new
+        fresh = manager.load(None)
+        fresh["b"] = 2
+        fresh_id = manager.commit(fresh).id
+        again = manager.load(fresh_id)
+        again["c"] = 3
+        manager.commit(again)
+        assert dict(manager.load(fresh_id)) == {"b": 2, "c": 3}
+    finally:
+        server.cleanup()
+
+
+def test_immediate_flush_writes_each_change(redis_client: redis.Redis) -> None:
+    manager = SessionManager(RedisStore(redis_client), flush_mode=FlushMode.IMMEDIATE)
+    session = manager.load(None)
+    session["a"] = 1
+    assert session.id is not None  # stored at once
+    other = manager.load(session.id)
+    assert dict(other) == {"a": 1}
+    session["b"] = 2
+    assert dict(manager.load(session.id)) == {"a": 1, "b": 2}
+
+
+async def test_immediate_flush_async(redis_server: RedisServer) -> None:
+    client = redis.asyncio.Redis(port=redis_server.port)
+    manager = AsyncSessionManager(AsyncRedisStore(client), flush_mode=FlushMode.IMMEDIATE)
+    session = manager.new_session()
+    session["a"] = 1
+    session["b"] = 2
+    await asyncio.sleep(0.05)
+    assert session.id is not None
+    assert dict(await manager.load(session.id)) == {"a": 1, "b": 2}
+    session["c"] = 3
+    await manager.commit(session)
+    assert dict(await manager.load(session.id)) == {"a": 1, "b": 2, "c": 3}
+    await client.aclose()
+
+
+def test_decode_responses_client_is_refused(redis_server: RedisServer) -> None:
+    with pytest.raises(ValueError, match="bytes"):
+        RedisStore(redis.Redis(port=redis_server.port, decode_responses=True))
+
+
+_names = st.sampled_from([b'"a"', b'"b"', b'"c"', b"!p", b'"\\t"'])
+_values = st.sampled_from([b"1", b'"x"', b"[1,2]", b'{"k":null}', b"true"])
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    start=st.dictionaries(_names, _values),
+    sets=st.dictionaries(_names, _values),
+    deletes=st.lists(_names, max_size=3),
+    clear=st.booleans(),
+)
+def test_lua_merge_matches_python_merge(
+    redis_client: redis.Redis,
+    start: dict[bytes, bytes],
+    sets: dict[bytes, bytes],
+    deletes: list[bytes],
+    clear: bool,
+) -> None:
+    """The two implementations of the record merge agree (memory store vs Redis)."""
+    now = int(time.time() * 1000)
+    record = Record(Meta(now - 5000, now - 5000, 60_000, now + 3_600_000, 3), start)
+    deletes = [name for name in deletes if name not in sets]
+    delta = Delta(sets, tuple(deletes), clear)
+    store = RedisStore(redis_client)
+    key = store.commands.key("Axxxxxxxxxxxxxxxxxxxxxx")
+    redis_client.set(key, format_record(record), px=60_000)
+    CountingConnection.sent = 0
+    meta = store.execute(Apply("Axxxxxxxxxxxxxxxxxxxxxx", delta, now))
+    expected = apply(record, delta, now)
+    assert meta == expected.meta
+    assert parse_record(redis_client.get(key)) == expected  # type: ignore[arg-type]
