@@ -6,6 +6,7 @@ Nothing here touches a Redis the suite did not start itself.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -28,10 +29,22 @@ def redis_server_binary() -> str:
     return path
 
 
-def free_port() -> int:
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """A free loopback port whose Cluster bus port (+10000) is free too."""
+    for _ in range(1000):
+        port = random.randrange(20_000, 55_000)
+        if _bindable(port) and _bindable(port + 10_000):
+            return port
+    raise RuntimeError("no free port found")
 
 
 class RedisServer:
@@ -102,3 +115,123 @@ class RedisServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """A Cluster of `primaries` primaries (and `replicas` replicas each) on loopback."""
+
+    def __init__(self, primaries: int = 3, replicas: int = 0) -> None:
+        self.nodes = [
+            RedisServer(
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            )
+            for _ in range(primaries * (1 + replicas))
+        ]
+        self.replicas = replicas
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def start(self, timeout: float = 30) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            [
+                shutil.which("redis-cli") or "redis-cli",
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            infos = [node.client().cluster("info") for node in self.nodes]
+            if all(info.get("cluster_state") == "ok" for info in infos):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("the cluster did not reach state ok")
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+
+
+class RedisSentinelSet:
+    """One primary, `replicas` replicas and three sentinels watching them."""
+
+    service = "sessionhub"
+
+    def __init__(self, replicas: int = 1, down_after_ms: int = 1000) -> None:
+        self.primary = RedisServer()
+        self.replicas = [RedisServer("--replicaof", "127.0.0.1", str(self.primary.port))
+                         for _ in range(replicas)]  # fmt: skip
+        self.sentinels: list[RedisServer] = []
+        self.down_after_ms = down_after_ms
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", sentinel.port) for sentinel in self.sentinels]
+
+    def start(self, timeout: float = 30) -> RedisSentinelSet:
+        self.primary.start()
+        for replica in self.replicas:
+            replica.start()
+        for _ in range(3):
+            port = free_port()
+            directory = Path(tempfile.mkdtemp(prefix=f"sessionhub-sentinel-{port}-"))
+            config = directory / "sentinel.conf"
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+                f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.service} 5000\n"
+                f"sentinel parallel-syncs {self.service} 1\n"
+            )
+            sentinel = _SentinelProcess(config, port)
+            sentinel.start()
+            self.sentinels.append(sentinel)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.primary.client().info("replication")
+            if info.get("connected_slaves", 0) >= len(self.replicas):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("replicas did not connect to the primary")
+
+    def cleanup(self) -> None:
+        for server in [*self.sentinels, self.primary, *self.replicas]:
+            server.cleanup()
+
+
+class _SentinelProcess(RedisServer):
+    def __init__(self, config: Path, port: int) -> None:
+        super().__init__(port=port)
+        self.config = config
+
+    def start(self, timeout: float = 10) -> RedisServer:
+        self.process = subprocess.Popen(
+            [redis_server_binary(), str(self.config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return self
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError(f"sentinel on port {self.port} did not answer")

@@ -21,10 +21,13 @@ from sessionhub import (
     FlushMode,
     RedisStore,
     SessionManager,
+    StoreUnavailable,
     Timeouts,
 )
+from sessionhub.ids import IdScheme
 from sessionhub.record import Delta, Meta, Record, apply, format_record, parse_record
 from sessionhub.stores.base import Apply
+from sessionhub.stores.redis.store import SLOT_TAGS
 from tests.conftest import CountingConnection
 from tests.servers import RedisServer
 
@@ -42,7 +45,8 @@ def test_keys_hold_a_digest_never_the_id(redis_client: redis.Redis) -> None:
     [key] = redis_client.keys("*")
     assert session_id.encode() not in key
     assert session_id[1:20].encode() not in redis_client.get(key)  # type: ignore[operator]
-    assert key == f"sh:s:{{{session_id[0]}}}".encode() + session.handle[1:].encode()  # type: ignore[index]
+    tag = SLOT_TAGS[session_id[0]]
+    assert key == f"sh:s:{{{tag}}}".encode() + session.handle[1:].encode()  # type: ignore[index]
 
 
 def test_bytes_per_session(redis_client: redis.Redis) -> None:
@@ -282,3 +286,34 @@ def test_lua_merge_matches_python_merge(
     expected = apply(record, delta, now)
     assert meta == expected.meta
     assert parse_record(redis_client.get(key)) == expected  # type: ignore[arg-type]
+
+
+def test_unreachable_store_raises_store_unavailable() -> None:
+    from tests.servers import free_port
+
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
+    manager = SessionManager(RedisStore(client))
+    session_id = IdScheme().new().id
+    with pytest.raises(StoreUnavailable, match="unavailable"):
+        manager.load(session_id)
+    session = manager.load(None)  # no id: no store call, no error
+    session["a"] = 1
+    with pytest.raises(StoreUnavailable):
+        manager.commit(session)
+
+
+def test_unreachable_store_can_degrade(caplog: pytest.LogCaptureFixture) -> None:
+    from tests.servers import free_port
+
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
+    manager = SessionManager(RedisStore(client), degrade_when_unavailable=True)
+    session_id = IdScheme().new().id
+    with caplog.at_level(logging.WARNING, logger="sessionhub"):
+        session = manager.load(session_id)
+    assert session.is_new
+    session["a"] = 1
+    outcome = manager.commit(session)
+    assert outcome.id is None
+    assert not outcome.send
+    assert "not stored" in caplog.text
+    assert session_id not in caplog.text

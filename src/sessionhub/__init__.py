@@ -1,6 +1,7 @@
 """sessionhub: distributed HTTP sessions for Python web applications, on Redis."""
 
 from .codec import JSON, Codec, CodecError, JsonCodec
+from .errors import SessionError, StoreUnavailable
 from .ids import IdScheme
 from .manager import AsyncSessionManager, Lifecycle, Outcome, SessionManager
 from .policy import FlushMode, Timeouts
@@ -22,7 +23,9 @@ __all__ = [
     "Outcome",
     "RedisStore",
     "Session",
+    "SessionError",
     "SessionManager",
+    "StoreUnavailable",
     "Timeouts",
 ]
 __version__ = "0.1.0"

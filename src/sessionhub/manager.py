@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .codec import Codec, CodecError, JsonCodec
+from .errors import StoreUnavailable
 from .ids import IdScheme, SessionRef
 from .policy import FlushMode, Timeouts
 from .record import BINDING, PRINCIPAL, Delta, Meta, Record, RecordError
@@ -47,7 +48,12 @@ class Outcome:
 
 
 class Lifecycle:
-    """The lifecycle rules, free of I/O."""
+    """The lifecycle rules, free of I/O.
+
+    `degrade_when_unavailable`: when the store cannot be reached, go on with an
+    empty session that is never stored (and log a warning) instead of raising
+    `StoreUnavailable`.
+    """
 
     def __init__(
         self,
@@ -56,7 +62,9 @@ class Lifecycle:
         ids: IdScheme | None = None,
         codec: Codec | None = None,
         clock: Callable[[], float] = time.time,
+        degrade_when_unavailable: bool = False,
     ) -> None:
+        self.degrade = degrade_when_unavailable
         self.timeouts = timeouts or Timeouts()
         self.ids = ids or IdScheme()
         self.codec: Codec = codec or JsonCodec()
@@ -92,6 +100,8 @@ class Lifecycle:
             if record is None:
                 return self.new_session()
             session = Session.from_record(self.codec, ref, record)
+        except StoreUnavailable as exc:
+            return self._degraded(exc, ref.handle)
         except (RecordError, CodecError, UnicodeDecodeError) as exc:
             logger.warning(
                 "session data cannot be read; starting a new session",
@@ -101,8 +111,32 @@ class Lifecycle:
         session._refreshed = record.meta.accessed == now
         return session
 
+    def _degraded(self, exc: StoreUnavailable, handle: str | None) -> Session:
+        if not self.degrade:
+            raise exc
+        logger.warning(
+            "session store unavailable; going on with a session that is not stored",
+            extra={"session_handle": handle, "reason": exc.reason},
+        )
+        session = self.new_session()
+        session._degraded = True
+        return session
+
     def commit(self, session: Session) -> Steps[Outcome]:
-        """Write what changed, in at most one store operation per step."""
+        """Write what changed, in at most one store operation per step.
+
+        Raises StoreUnavailable (nothing is half-written: each step is atomic)
+        unless the lifecycle degrades, in which case the changes are dropped.
+        """
+        if session._degraded:
+            return Outcome(None, send=False)
+        try:
+            return (yield from self._commit(session))
+        except StoreUnavailable as exc:
+            self._degraded(exc, session.handle)
+            return Outcome(None, send=False)
+
+    def _commit(self, session: Session) -> Steps[Outcome]:
         ended = False
         if session._doomed is not None:
             yield Delete(session._doomed.handle)

@@ -69,6 +69,7 @@ class Session(MutableMapping[str, JSON]):
         self._refreshed = False
         self._on_change: Callable[[], None] | None = None
         self._pending_flush: Any = None  # the asyncio task of an immediate flush
+        self._degraded = False  # made up because the store was unavailable: never stored
         #: True once the application looked at or changed the session.
         self.accessed = False
 

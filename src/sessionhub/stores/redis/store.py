@@ -2,9 +2,11 @@
 
 Key layout (`ns` is the namespace, "sh" unless set)::
 
-    {ns}:s:{<shard>}<digest>     one session record (a string), native TTL
+    {ns}:s:{<tag>}<digest>     one session record (a string), native TTL
 
-The braces are a Cluster hash tag: the shard character. Every operation is
+The braces are a Cluster hash tag. Each of the 64 shards has a tag chosen so
+that shard i hashes into slots [256 i, 256 i + 256): the shards spread evenly
+over any split of the slot range into contiguous parts, as Cluster makes. Every operation is
 one round trip (a command or a script called by SHA); the only exception is
 a login that moves a session to another shard on a Cluster, where old and new
 keys live in different slots and the move takes three (read, create, delete;
@@ -16,6 +18,8 @@ generators of calls; `RedisStore` and `AsyncRedisStore` only send them.
 
 from __future__ import annotations
 
+import itertools
+import string
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +28,35 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
-from redis.exceptions import NoScriptError
+from redis import exceptions as redis_errors
+from redis.crc import key_slot
 
+from ...errors import StoreUnavailable
+from ...ids import SHARD_ALPHABET
 from ...record import Delta, Meta, apply, format_record, parse_record
 from ..base import Apply, Create, Delete, Operation, Read, Rotate
 from .scripts import APPLY, READ, ROTATE, Script
 
 __all__ = ["AsyncRedisStore", "RedisCommands", "RedisStore"]
+
+# Errors that mean "Redis is not there right now" (down, slow, failing over),
+# as opposed to a bug: they become StoreUnavailable.
+_UNAVAILABLE = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    redis_errors.ReadOnlyError,
+    redis_errors.MasterDownError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.SlotNotCoveredError,
+)
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    if isinstance(exc, redis_errors.TimeoutError):
+        return StoreUnavailable("session store timed out")
+    return StoreUnavailable(f"session store unavailable ({type(exc).__name__})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +88,22 @@ def _delta_args(delta: Delta, now: int) -> list[Any]:
     return args
 
 
+def _spread_tags() -> dict[str, str]:
+    """For each shard, the shortest hash tag landing in its 256-slot range."""
+    alphabet = string.ascii_lowercase + string.digits
+    candidates = ("".join(p) for n in (1, 2, 3) for p in itertools.product(alphabet, repeat=n))
+    by_range: dict[int, str] = {}
+    for candidate in candidates:
+        by_range.setdefault(key_slot(candidate.encode()) // 256, candidate)
+        if len(by_range) == len(SHARD_ALPHABET):
+            break
+    return {shard: by_range[index] for index, shard in enumerate(SHARD_ALPHABET)}
+
+
+#: shard character -> Cluster hash tag
+SLOT_TAGS = _spread_tags()
+
+
 class RedisCommands:
     """What each store operation sends to Redis (no I/O)."""
 
@@ -72,7 +114,7 @@ class RedisCommands:
         self.cluster = cluster
 
     def key(self, handle: str) -> str:
-        return f"{self.namespace}:s:{{{handle[0]}}}{handle[1:]}"
+        return f"{self.namespace}:s:{{{SLOT_TAGS[handle[0]]}}}{handle[1:]}"
 
     def steps(self, operation: Operation) -> Calls:
         match operation:
@@ -89,7 +131,7 @@ class RedisCommands:
                 reply = yield Call((1, self.key(handle), *_delta_args(delta, now)), APPLY)
                 return _meta(reply)
             case Rotate(handle, new_handle, delta, now):
-                if self.cluster and handle[0] != new_handle[0]:
+                if self.cluster and SLOT_TAGS[handle[0]] != SLOT_TAGS[new_handle[0]]:
                     return (yield from self._move(handle, new_handle, delta, now))
                 keys = (self.key(handle), self.key(new_handle))
                 reply = yield Call((2, *keys, *_delta_args(delta, now)), ROTATE)
@@ -156,13 +198,15 @@ class RedisStore:
                 call = steps.send(self._send(call))
         except StopIteration as done:
             return done.value
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
 
     def _send(self, call: Call) -> Any:
         if call.script is None:
             return _command(self.client, *call.args)
         try:
             return _command(self.client, *_evalsha(call))
-        except NoScriptError:
+        except redis_errors.NoScriptError:
             return _command(self.client, *_eval(call))
 
 
@@ -187,11 +231,13 @@ class AsyncRedisStore:
                 call = steps.send(await self._send(call))
         except StopIteration as done:
             return done.value
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
 
     async def _send(self, call: Call) -> Any:
         if call.script is None:
             return await _command(self.client, *call.args)
         try:
             return await _command(self.client, *_evalsha(call))
-        except NoScriptError:
+        except redis_errors.NoScriptError:
             return await _command(self.client, *_eval(call))
