@@ -239,6 +239,8 @@ def test_the_memo_of_ciphertexts_stays_bounded(monkeypatch: pytest.MonkeyPatch) 
         assert codec._memo_size <= 10_000
         assert codec._memo_size == sum(len(sealed) for sealed in codec._memo.values())
     assert 0 < len(codec._memo) < 2_000
+    codec.encode("x" * 10_000, "big", "session")  # larger than the whole memo: not kept
+    assert codec._memo_size <= 10_000
 
 
 # -- through the lifecycle, on every store ----------------------------------------

@@ -181,6 +181,8 @@ class EncryptedCodec:
         # Bounded by bytes held; starting over only costs writes of unchanged
         # values, never a wrong answer (every entry is a valid encryption of
         # exactly that plaintext for exactly that session and attribute).
+        if len(sealed) > _MEMO_LIMIT:
+            return
         with self._memo_lock:
             if self._memo_size + len(sealed) > _MEMO_LIMIT:
                 self._memo.clear()
