@@ -289,13 +289,16 @@ def test_lua_merge_matches_python_merge(
 
 
 def test_unreachable_store_raises_store_unavailable() -> None:
+    from sessionhub.connect import RedisSettings, redis_client
     from tests.servers import free_port
 
-    client = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
-    manager = SessionManager(RedisStore(client))
+    settings = RedisSettings(port=free_port())
+    manager = SessionManager(RedisStore(redis_client(settings)))
     session_id = IdScheme().new().id
+    started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="unavailable"):
         manager.load(session_id)
+    assert time.monotonic() - started < settings.timeout + 0.5  # retried, but bounded
     session = manager.load(None)  # no id: no store call, no error
     session["a"] = 1
     with pytest.raises(StoreUnavailable):
@@ -303,9 +306,10 @@ def test_unreachable_store_raises_store_unavailable() -> None:
 
 
 def test_unreachable_store_can_degrade(caplog: pytest.LogCaptureFixture) -> None:
+    from sessionhub.connect import RedisSettings, redis_client
     from tests.servers import free_port
 
-    client = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
+    client = redis_client(RedisSettings(port=free_port()))
     manager = SessionManager(RedisStore(client), degrade_when_unavailable=True)
     session_id = IdScheme().new().id
     with caplog.at_level(logging.WARNING, logger="sessionhub"):

@@ -1,54 +1,537 @@
 """Building Redis clients from settings: the one place that does it.
 
-`RedisSettings` says where Redis is (a URL, or host/port/password) and how
-long to wait for it; `redis_client` and `async_redis_client` build the client.
+Say where Redis is with a URL, or with the fields of `RedisSettings`:
+
+=================================================================  ==========================
+URL                                                                deployment
+=================================================================  ==========================
+``redis://[[user]:password@]host[:port][/db]``                     one server
+``rediss://...``                                                   one server, TLS
+``unix://[[user]:password@]/path/to/redis.sock[?db=N]``            one server, Unix socket
+``redis+sentinel://[[user]:password@]host:port[,host:port]/service[/db]``
+                                                                   Sentinel: the sentinels,
+                                                                   then the service name
+``rediss+sentinel://...``                                          Sentinel, TLS everywhere
+``redis+cluster://[[user]:password@]host:port[,host:port]``        Cluster: seed nodes
+``rediss+cluster://...``                                           Cluster, TLS
+=================================================================  ==========================
+
+The user and password in a URL are the data servers'; sentinels often have
+their own, given as ``?sentinel_username=...&sentinel_password=...`` or with
+the settings fields of those names.
+
+Every command gives up within `RedisSettings.timeout` (1 s unless set): the
+socket timeouts bound one attempt, and a failed connection is retried with
+jittered exponential backoff only while another whole attempt still fits in
+what is left of that time. Timeouts are not retried: the server is slow, and
+the command may have run.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextvars
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 import redis.asyncio
-from pydantic import BaseModel, SecretStr
+import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.retry
+import redis.sentinel
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-__all__ = ["RedisSettings", "async_redis_client", "redis_client"]
+__all__ = [
+    "AsyncBoundedRetry",
+    "BoundedRetry",
+    "Kind",
+    "RedisSettings",
+    "Target",
+    "async_redis_client",
+    "node_client",
+    "redis_client",
+]
+
+T = TypeVar("T")
+Kind = Literal["standalone", "sentinel", "cluster"]
+Address = tuple[str, int]
+
+_DEFAULT_PORTS: dict[str, int] = {"standalone": 6379, "sentinel": 26379, "cluster": 6379}
+_SCHEMES: dict[str, tuple[Kind, bool]] = {
+    "redis": ("standalone", False),
+    "rediss": ("standalone", True),
+    "unix": ("standalone", False),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+}
+_QUERY_OPTIONS: dict[Kind, set[str]] = {
+    "standalone": {"db"},
+    "sentinel": {"sentinel_username", "sentinel_password"},
+    "cluster": set(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where Redis is, resolved from a URL or from the settings fields.
+
+    `addresses` are the server's (standalone), the sentinels' or the seed nodes'.
+    """
+
+    kind: Kind
+    addresses: tuple[Address, ...]
+    service: str | None = None
+    unix_socket: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+
+    def describe(self) -> str:
+        """Where this points, without credentials (safe to log)."""
+        where = self.unix_socket or ",".join(f"{host}:{port}" for host, port in self.addresses)
+        tls = " (TLS)" if self.tls else ""
+        if self.kind == "sentinel":
+            return f"sentinel {where} service {self.service!r} db {self.db}{tls}"
+        if self.kind == "cluster":
+            return f"cluster {where}{tls}"
+        return f"redis {where} db {self.db}{tls}"
+
+
+def parse_address(text: str, default_port: int) -> Address:
+    """'host:port', 'host' or '[v6]:port' -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"malformed address {text!r}")
+    else:
+        host, _, port_text = text.partition(":")
+        if ":" in port_text:
+            raise ValueError(f"malformed address {text!r}: write IPv6 hosts as [host]:port")
+    if not host:
+        raise ValueError(f"address {text!r} has no host")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"address {text!r} has no valid port")
+    return host, int(port_text)
+
+
+def parse_url(url: str) -> Target:
+    """The deployment a Redis URL names. Errors never repeat the URL (it may hold a password)."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in _SCHEMES or not rest:
+        raise ValueError(
+            f"unsupported Redis URL scheme {scheme[:20]!r}; use one of {', '.join(_SCHEMES)}"
+        )
+    kind, tls = _SCHEMES[scheme.lower()]
+    parts = urlsplit(f"x://{rest}")
+    userinfo, _, netloc = parts.netloc.rpartition("@")
+    username: str | None = None
+    password: str | None = None
+    if userinfo:
+        user_text, has_password, password_text = userinfo.partition(":")
+        username = unquote(user_text) or None
+        password = unquote(password_text) if has_password else None
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = set(query) - _QUERY_OPTIONS[kind]
+    if unknown:
+        allowed = ", ".join(sorted(_QUERY_OPTIONS[kind])) or "none"
+        raise ValueError(
+            f"unknown option(s) {', '.join(sorted(unknown))} in the Redis URL (allowed: {allowed})"
+        )
+    path = [segment for segment in parts.path.split("/") if segment]
+    common: dict[str, Any] = {"username": username, "password": password, "tls": tls}
+
+    if scheme.lower() == "unix":
+        if netloc or not parts.path:
+            raise ValueError("a unix:// Redis URL is unix:///path/to/socket")
+        return Target(
+            "standalone", (), unix_socket=parts.path, db=_db(query.get("db", "0")), **common
+        )
+    if not netloc:
+        raise ValueError("the Redis URL names no host")
+    addresses = tuple(parse_address(item, _DEFAULT_PORTS[kind]) for item in netloc.split(","))
+    if kind == "standalone":
+        if len(addresses) != 1:
+            raise ValueError(
+                "a redis:// URL names one server; use redis+sentinel:// or redis+cluster://"
+            )
+        if len(path) > 1:
+            raise ValueError("a redis:// URL path is at most the database number")
+        db = _db(path[0] if path else query.get("db", "0"))
+        return Target("standalone", addresses, db=db, **common)
+    if kind == "sentinel":
+        if not 1 <= len(path) <= 2:
+            raise ValueError("a redis+sentinel:// URL needs the service name: .../service[/db]")
+        return Target(
+            "sentinel",
+            addresses,
+            service=unquote(path[0]),
+            db=_db(path[1] if len(path) == 2 else "0"),
+            sentinel_username=query.get("sentinel_username") or None,
+            sentinel_password=query.get("sentinel_password") or None,
+            **common,
+        )
+    if path and path != ["0"]:
+        raise ValueError("a Cluster has only database 0: redis+cluster://host:port,host:port")
+    return Target("cluster", addresses, **common)
+
+
+def _db(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError("the Redis database must be a number")
+    return int(text)
 
 
 class RedisSettings(BaseModel):
-    """Where the session Redis is and how long to wait for it."""
+    """Where the session Redis is, and how long to wait for it.
 
-    url: str | None = None
+    With `url` set, the URL says which deployment and where; otherwise
+    `sentinels` + `service_name` mean Sentinel, `cluster_nodes` mean Cluster,
+    and `host`/`port` one server. Credentials left out of the URL come from
+    the fields. Timeouts are seconds.
+    """
+
+    # A URL may hold a password: keep inputs out of validation errors and reprs.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    url: str | None = Field(default=None, repr=False)
     host: str = "127.0.0.1"
     port: int = 6379
     username: str | None = None
     password: SecretStr | None = None
     db: int = 0
-    #: Seconds to wait for a connection / an answer before the request fails.
-    connect_timeout: float = 0.5
-    socket_timeout: float = 0.5
+
+    #: Sentinel: "host:port" of each sentinel, and the name of the monitored service.
+    sentinels: list[str] = Field(default_factory=list)
+    service_name: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: SecretStr | None = None
+    #: Cluster: "host:port" of a few nodes; the rest are discovered.
+    cluster_nodes: list[str] = Field(default_factory=list)
+
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    #: Check the server's certificate and host name (only turn off for tests).
+    tls_verify: bool = True
+
+    #: The most one command may take, retries included: then StoreUnavailable.
+    timeout: float = Field(default=1.0, gt=0)
+    #: One attempt: to open a connection, and to wait for an answer.
+    connect_timeout: float = Field(default=0.25, gt=0)
+    socket_timeout: float = Field(default=0.5, gt=0)
+    #: At most this many retries of a failed connection (within `timeout`).
+    retries: int = Field(default=3, ge=0)
+    #: Jittered exponential backoff between retries: base and cap, seconds.
+    backoff_base: float = Field(default=0.02, ge=0)
+    backoff_cap: float = Field(default=0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> RedisSettings:
+        if self.connect_timeout + self.socket_timeout > self.timeout:
+            raise ValueError(
+                "connect_timeout + socket_timeout must not exceed timeout "
+                f"({self.connect_timeout} + {self.socket_timeout} > {self.timeout}): "
+                "one attempt alone would overrun the bound"
+            )
+        self.target()  # a malformed URL or address fails here, when settings are made
+        return self
+
+    def target(self) -> Target:
+        """The deployment these settings name."""
+        password = self.password.get_secret_value() if self.password else None
+        sentinel_password = (
+            self.sentinel_password.get_secret_value() if self.sentinel_password else None
+        )
+        fallback: dict[str, Any] = {
+            "username": self.username,
+            "password": password,
+            "sentinel_username": self.sentinel_username,
+            "sentinel_password": sentinel_password,
+        }
+        if self.url:
+            target = parse_url(self.url)
+            filled = {
+                name: getattr(target, name) if getattr(target, name) is not None else value
+                for name, value in fallback.items()
+            }
+            return Target(
+                target.kind,
+                target.addresses,
+                service=target.service,
+                unix_socket=target.unix_socket,
+                db=target.db,
+                tls=target.tls or self.tls,
+                **filled,
+            )
+        if self.sentinels and self.cluster_nodes:
+            raise ValueError("set either sentinels or cluster_nodes, not both")
+        if self.sentinels:
+            if not self.service_name:
+                raise ValueError("Sentinel needs service_name (the name the sentinels monitor)")
+            addresses = tuple(parse_address(item, 26379) for item in self.sentinels)
+            return Target(
+                "sentinel",
+                addresses,
+                service=self.service_name,
+                db=self.db,
+                tls=self.tls,
+                **fallback,
+            )
+        if self.cluster_nodes:
+            if self.db:
+                raise ValueError("a Cluster has only database 0")
+            addresses = tuple(parse_address(item, 6379) for item in self.cluster_nodes)
+            return Target("cluster", addresses, tls=self.tls, **fallback)
+        return Target("standalone", ((self.host, self.port),), db=self.db, tls=self.tls, **fallback)
+
+    @property
+    def attempt_time(self) -> float:
+        """The longest one attempt can take: connect, then wait for the answer."""
+        return self.connect_timeout + self.socket_timeout
 
     def client_options(self) -> dict[str, Any]:
+        """Keyword arguments every connection to a data server gets."""
+        target = self.target()
         options: dict[str, Any] = {
             "socket_connect_timeout": self.connect_timeout,
             "socket_timeout": self.socket_timeout,
+            "username": target.username,
+            "password": target.password,
         }
-        if self.url is None:
-            options.update(host=self.host, port=self.port, db=self.db, username=self.username)
-            if self.password is not None:
-                options["password"] = self.password.get_secret_value()
+        if target.tls:
+            options.update(self._tls_options())
         return options
 
+    def _tls_options(self) -> dict[str, Any]:
+        return {
+            "ssl": True,
+            "ssl_ca_certs": self.tls_ca_file,
+            "ssl_certfile": self.tls_cert_file,
+            "ssl_keyfile": self.tls_key_file,
+            "ssl_cert_reqs": ssl.CERT_REQUIRED if self.tls_verify else ssl.CERT_NONE,
+            "ssl_check_hostname": self.tls_verify,
+        }
 
-def redis_client(settings: RedisSettings) -> redis.Redis:
+    def sentinel_options(self) -> dict[str, Any]:
+        """Keyword arguments for connections to the sentinels (never retried: the next is asked)."""
+        target = self.target()
+        options: dict[str, Any] = {
+            "socket_connect_timeout": self.connect_timeout,
+            "socket_timeout": self.socket_timeout,
+            "username": target.sentinel_username,
+            "password": target.sentinel_password,
+        }
+        if target.tls:
+            options.update(self._tls_options())
+        return options
+
+    def backoff(self) -> ExponentialWithJitterBackoff:
+        return ExponentialWithJitterBackoff(cap=self.backoff_cap, base=self.backoff_base)
+
+    def cluster_retries(self) -> int:
+        """Cluster clients only take a retry count; allow one if two attempts fit."""
+        fits = 2 * self.attempt_time + self.backoff_cap <= self.timeout
+        return min(self.retries, 1) if fits else 0
+
+
+# -- Retries bounded by time -------------------------------------------------------
+#
+# redis-py nests retries (a command's retry wraps a connect that has its own), so
+# a plain retry count multiplies. The deadline is set by the outermost retry of a
+# command and shared, through a context variable, by every retry nested in it.
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "sessionhub_redis_deadline", default=None
+)
+
+
+class _Budget:
+    """The time rule shared by the sync and the async retry."""
+
+    def __init__(self, total: float, attempt: float, backoff_cap: float) -> None:
+        self.total = total
+        self.attempt = attempt
+        self.backoff_cap = backoff_cap
+
+    def open(self) -> contextvars.Token[float | None] | None:
+        if _deadline.get() is not None:
+            return None  # nested in a command's retry: share its deadline
+        return _deadline.set(time.monotonic() + self.total)
+
+    @staticmethod
+    def close(token: contextvars.Token[float | None] | None) -> None:
+        if token is not None:
+            _deadline.reset(token)
+
+    def allows(self, error: Exception, is_retryable: Callable[[Exception], bool] | None) -> bool:
+        """Retry only if the caller agrees and a backoff plus a whole attempt still fit."""
+        if is_retryable is not None and not is_retryable(error):
+            return False
+        deadline = _deadline.get()
+        left = float("inf") if deadline is None else deadline - time.monotonic()
+        return left >= self.backoff_cap + self.attempt
+
+
+class BoundedRetry(redis.retry.Retry):
+    """redis-py's `Retry`, on connection errors only, that never outlasts `total` seconds."""
+
+    def __init__(
+        self, backoff: Any, retries: int, *, total: float, attempt: float, backoff_cap: float
+    ) -> None:
+        super().__init__(backoff, retries, supported_errors=(RedisConnectionError,))
+        self.budget = _Budget(total, attempt, backoff_cap)
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        token = self.budget.open()
+        try:
+            return super().call_with_retry(
+                do,
+                fail,
+                lambda error: self.budget.allows(error, is_retryable),
+                with_failure_count,
+            )
+        finally:
+            self.budget.close(token)
+
+
+class AsyncBoundedRetry(redis.asyncio.retry.Retry):
+    """The asyncio twin of `BoundedRetry` (same `_Budget` rule)."""
+
+    def __init__(
+        self, backoff: Any, retries: int, *, total: float, attempt: float, backoff_cap: float
+    ) -> None:
+        super().__init__(backoff, retries, supported_errors=(RedisConnectionError,))
+        self.budget = _Budget(total, attempt, backoff_cap)
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        token = self.budget.open()
+        try:
+            return await super().call_with_retry(
+                do,
+                fail,
+                lambda error: self.budget.allows(error, is_retryable),
+                with_failure_count,
+            )
+        finally:
+            self.budget.close(token)
+
+
+# -- The builders -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Flavor:
+    """redis-py's classes for one I/O style: the builder below is written once for both."""
+
+    redis: Any
+    cluster: Any
+    cluster_node: Any
+    sentinel: Any
+    retry: Any
+    bounded_retry: Any
+
+
+_SYNC = _Flavor(
+    redis.Redis,
+    redis.cluster.RedisCluster,
+    redis.cluster.ClusterNode,
+    redis.sentinel.Sentinel,
+    redis.retry.Retry,
+    BoundedRetry,
+)
+_ASYNC = _Flavor(
+    redis.asyncio.Redis,
+    redis.asyncio.cluster.RedisCluster,
+    redis.asyncio.cluster.ClusterNode,
+    redis.asyncio.sentinel.Sentinel,
+    redis.asyncio.retry.Retry,
+    AsyncBoundedRetry,
+)
+
+
+def _build(settings: RedisSettings, flavor: _Flavor) -> Any:
+    target = settings.target()
     options = settings.client_options()
-    if settings.url:
-        return redis.Redis.from_url(settings.url, **options)
-    return redis.Redis(**options)
+    if target.kind == "cluster":
+        # A Cluster client takes only a retry count; it refreshes its slot map itself.
+        return flavor.cluster(
+            startup_nodes=[flavor.cluster_node(host, port) for host, port in target.addresses],
+            retry=flavor.retry(settings.backoff(), settings.cluster_retries()),
+            **options,
+        )
+    retry = flavor.bounded_retry(
+        settings.backoff(),
+        settings.retries,
+        total=settings.timeout,
+        attempt=settings.attempt_time,
+        backoff_cap=settings.backoff_cap,
+    )
+    if target.kind == "sentinel":
+        # A sentinel that does not answer is not retried: the next one is asked.
+        sentinels = flavor.sentinel(
+            list(target.addresses),
+            sentinel_kwargs={**settings.sentinel_options(), "retry": flavor.retry(NoBackoff(), 0)},
+        )
+        return sentinels.master_for(target.service, db=target.db, retry=retry, **options)
+    if target.unix_socket is not None:
+        return flavor.redis(
+            unix_socket_path=target.unix_socket, db=target.db, retry=retry, **options
+        )
+    host, port = target.addresses[0]
+    return flavor.redis(host=host, port=port, db=target.db, retry=retry, **options)
 
 
-def async_redis_client(settings: RedisSettings) -> redis.asyncio.Redis:
-    options = settings.client_options()
-    if settings.url:
-        return redis.asyncio.Redis.from_url(settings.url, **options)
-    return redis.asyncio.Redis(**options)
+def redis_client(settings: RedisSettings) -> redis.Redis | redis.cluster.RedisCluster:
+    """A synchronous client for the deployment `settings` name (bytes replies)."""
+    client: redis.Redis | redis.cluster.RedisCluster = _build(settings, _SYNC)
+    return client
+
+
+def async_redis_client(
+    settings: RedisSettings,
+) -> redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster:
+    """An asyncio client for the deployment `settings` name (bytes replies)."""
+    client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster = _build(settings, _ASYNC)
+    return client
+
+
+def node_client(
+    settings: RedisSettings, address: Address, *, sentinel: bool = False
+) -> redis.Redis:
+    """A plain client for one server (or one sentinel) of the deployment, never retried.
+
+    For tools that look at each node in turn (the doctor, admin listings).
+    """
+    options = settings.sentinel_options() if sentinel else settings.client_options()
+    host, port = address
+    return redis.Redis(host=host, port=port, retry=redis.retry.Retry(NoBackoff(), 0), **options)
