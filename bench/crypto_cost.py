@@ -16,12 +16,11 @@ import statistics
 import time
 from collections.abc import Callable
 
-import redis
 from tests.servers import RedisServer
+from tests.test_crypto import stored_size
 
-from sessionhub import JSON, Codec, JsonCodec, MemoryStore, RedisStore, SessionManager
+from sessionhub import JSON, JsonCodec
 from sessionhub.crypto import EncryptedCodec, new_key
-from sessionhub.record import format_record
 
 VALUES: dict[str, JSON] = {
     "int": 12345,
@@ -29,7 +28,6 @@ VALUES: dict[str, JSON] = {
     "1 KB string": "x" * 1024,
     "10 KB list": [{"sku": f"sku-{i}", "qty": i} for i in range(400)],
 }
-SESSION: dict[str, JSON] = {"user_id": 12345, "cart": {f"item-{i}": i for i in range(10)}}
 BINDING = "KriUjmghy3v93ufl"
 
 
@@ -60,28 +58,6 @@ def timing_row(label: str, value: JSON) -> tuple[str, int, float, float, float, 
     )
 
 
-def record_bytes(codec: Codec) -> int:
-    store = MemoryStore()
-    manager = SessionManager(store, codec=codec)
-    session = manager.load(None)
-    session.update(SESSION)
-    manager.commit(session)
-    assert session.handle is not None
-    return len(format_record(store._records[session.handle]))
-
-
-def redis_bytes(client: redis.Redis, codec: Codec) -> int:
-    client.flushall()
-    manager = SessionManager(RedisStore(client), codec=codec)
-    session = manager.load(None)
-    session.update(SESSION)
-    manager.commit(session)
-    [key] = client.keys("*")
-    usage = client.memory_usage(key)
-    assert usage is not None
-    return usage
-
-
 def main() -> None:
     print("time per value, µs (median of 5 rounds)")
     header = ("value", "JSON B", "json enc", "json dec", "aes enc", "aes dec", "enc unchanged")
@@ -93,7 +69,7 @@ def main() -> None:
     server = RedisServer().start()
     try:
         client = server.client()
-        codecs: dict[str, Codec] = {
+        codecs: dict[str, EncryptedCodec | JsonCodec] = {
             "JSON": JsonCodec(),
             "encrypted": EncryptedCodec({"k1": new_key()}),
         }
@@ -101,7 +77,8 @@ def main() -> None:
         print("| codec | record | MEMORY USAGE |")
         print("|---|---|---|")
         for name, codec in codecs.items():
-            print(f"| {name} | {record_bytes(codec)} | {redis_bytes(client, codec)} |")
+            record, usage = stored_size(client, codec)
+            print(f"| {name} | {record} | {usage} |")
         client.close()
     finally:
         server.cleanup()

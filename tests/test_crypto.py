@@ -18,35 +18,26 @@ from sessionhub.record import BINDING, Record, format_record, parse_record
 from sessionhub.stores.redis.store import RedisCommands
 from tests.harness import FakeClock, Harness
 from tests.servers import RedisServer
+from tests.test_contract import KINDS
+from tests.test_redis_store import PAYLOAD
 
-KINDS = ["memory-sync", "memory-async", "redis-sync", "redis-async"]
 KEY_1 = bytes(range(32))
 KEY_2 = bytes(range(100, 132))
 SEALED = re.compile(rb"~[A-Za-z0-9_-]{1,16}\.[A-Za-z0-9_-]+")
-PAYLOAD: dict[str, JSON] = {"user_id": 12345, "cart": {f"item-{i}": i for i in range(10)}}
 
 
 @pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def h(kind: str, redis_server: RedisServer, clock: FakeClock) -> Iterator[Harness]:
+def h(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Harness]:
     redis_server.client().flushall()
-    harness = Harness(kind, redis_server.port, clock=clock, codec=EncryptedCodec({"k1": KEY_1}))
+    codec = EncryptedCodec({"k1": KEY_1})
+    harness = Harness(request.param, redis_server.port, clock=FakeClock(), codec=codec)
     yield harness
     harness.close()
 
 
-def use_codec(h: Harness, codec: EncryptedCodec | JsonCodec, clock: FakeClock) -> None:
+def use_codec(h: Harness, codec: EncryptedCodec | JsonCodec) -> None:
     """The same store, read from now on by a lifecycle with `codec` (a redeploy)."""
-    h.manager.lifecycle = Lifecycle(codec=codec, clock=clock)
+    h.manager.lifecycle = Lifecycle(codec=codec, clock=h.options["clock"])
 
 
 def stored(h: Harness, handle: str | None) -> Record:
@@ -334,12 +325,12 @@ def test_values_stay_readable_across_id_rotation_and_login(h: Harness) -> None:
     assert again.principal == "alice"
 
 
-def test_key_rotation(h: Harness, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+def test_key_rotation(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
     old_id = h.store(**PAYLOAD)
     old_handle = h.load(old_id).handle
 
     # Deploy 2: k2 is current, k1 still listed.
-    use_codec(h, EncryptedCodec({"k2": KEY_2, "k1": KEY_1}), clock)
+    use_codec(h, EncryptedCodec({"k2": KEY_2, "k1": KEY_1}))
     old = h.load(old_id)
     assert dict(old) == PAYLOAD
     old["visits"] = 1
@@ -353,16 +344,16 @@ def test_key_rotation(h: Harness, clock: FakeClock, caplog: pytest.LogCaptureFix
         assert stored(h, new_handle).fields[attribute(name)].startswith(b"~k2.")
 
     # Deploy 3: k1 removed. Values still under k1 are refused cleanly.
-    use_codec(h, EncryptedCodec({"k2": KEY_2}), clock)
+    use_codec(h, EncryptedCodec({"k2": KEY_2}))
     assert dict(h.load(new_id)) == PAYLOAD
     assert_rejected_and_logged(h, caplog, old_id, old_handle)
     assert "unknown key id" in caplog.records[-1].reason  # type: ignore[attr-defined]
     assert dict(h.load(new_id)) == PAYLOAD  # nothing else lost
 
 
-def test_changed_values_move_to_the_current_key(h: Harness, clock: FakeClock) -> None:
+def test_changed_values_move_to_the_current_key(h: Harness) -> None:
     session_id = h.store(**PAYLOAD)
-    use_codec(h, EncryptedCodec({"k2": KEY_2, "k1": KEY_1}), clock)
+    use_codec(h, EncryptedCodec({"k2": KEY_2, "k1": KEY_1}))
     session = h.load(session_id)
     assert session["cart"] == PAYLOAD["cart"]  # read under k1: re-sealed under k2 at commit
     session["user_id"] = 54321
@@ -370,7 +361,7 @@ def test_changed_values_move_to_the_current_key(h: Harness, clock: FakeClock) ->
     fields = stored(h, session.handle).fields
     assert fields[attribute("cart")].startswith(b"~k2.")
     assert fields[attribute("user_id")].startswith(b"~k2.")
-    use_codec(h, EncryptedCodec({"k2": KEY_2}), clock)  # k1 retired: nothing needs it
+    use_codec(h, EncryptedCodec({"k2": KEY_2}))  # k1 retired: nothing needs it
     assert dict(h.load(session_id)) == {**PAYLOAD, "user_id": 54321}
 
 
@@ -446,24 +437,24 @@ def test_tampering_is_detected(
 
 
 def test_turning_encryption_on_restarts_plaintext_sessions(
-    h: Harness, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    h: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    use_codec(h, JsonCodec(), clock)
+    use_codec(h, JsonCodec())
     session_id = h.store(**PAYLOAD)
     handle = h.load(session_id).handle
-    use_codec(h, EncryptedCodec({"k1": KEY_1}), clock)
+    use_codec(h, EncryptedCodec({"k1": KEY_1}))
     assert_rejected_and_logged(h, caplog, session_id, handle)
     assert "not encrypted" in caplog.records[-1].reason  # type: ignore[attr-defined]
 
 
 def test_migration_window_reads_plaintext_and_encrypts_what_it_writes(
-    h: Harness, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    h: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    use_codec(h, JsonCodec(), clock)
+    use_codec(h, JsonCodec())
     session_id = h.store(**PAYLOAD, theme="dark")
     handle = h.load(session_id).handle
 
-    use_codec(h, EncryptedCodec({"k1": KEY_1}, accept_plaintext=True), clock)
+    use_codec(h, EncryptedCodec({"k1": KEY_1}, accept_plaintext=True))
     session = h.load(session_id)
     assert dict(session) == {**PAYLOAD, "theme": "dark"}
     assert session["cart"] == PAYLOAD["cart"]  # read: re-sealed at commit
@@ -483,17 +474,18 @@ def test_migration_window_reads_plaintext_and_encrypts_what_it_writes(
     assert_rejected_and_logged(h, caplog, session_id, handle)
 
 
-def test_after_the_window_fully_encrypted_sessions_stay(h: Harness, clock: FakeClock) -> None:
-    use_codec(h, EncryptedCodec({"k1": KEY_1}, accept_plaintext=True), clock)
+def test_after_the_window_fully_encrypted_sessions_stay(h: Harness) -> None:
+    use_codec(h, EncryptedCodec({"k1": KEY_1}, accept_plaintext=True))
     session_id = h.store(**PAYLOAD)
-    use_codec(h, EncryptedCodec({"k1": KEY_1}), clock)
+    use_codec(h, EncryptedCodec({"k1": KEY_1}))
     assert dict(h.load(session_id)) == PAYLOAD
 
 
 # -- what encryption costs in Redis ---------------------------------------------------
 
 
-def memory_usage(redis_client: redis.Redis, codec: EncryptedCodec | JsonCodec) -> int:
+def stored_size(redis_client: redis.Redis, codec: EncryptedCodec | JsonCodec) -> tuple[int, int]:
+    """Bytes of the record and Redis's `MEMORY USAGE` of the session the Redis tests use."""
     redis_client.flushall()
     manager = SessionManager(RedisStore(redis_client), codec=codec)
     session = manager.load(None)
@@ -502,14 +494,15 @@ def memory_usage(redis_client: redis.Redis, codec: EncryptedCodec | JsonCodec) -
     [key] = redis_client.keys("*")
     usage = redis_client.memory_usage(key)
     assert usage is not None
-    return usage
+    return len(redis_client.get(key)), usage  # type: ignore[arg-type]
 
 
 def test_bytes_per_session(redis_client: redis.Redis) -> None:
-    """The figure in docs/encryption.md: a user id and a 10-item dict, as Redis counts it."""
-    plain = memory_usage(redis_client, JsonCodec())
-    sealed = memory_usage(redis_client, EncryptedCodec({"k1": KEY_1}))
-    # The record grows by 142 bytes: per value "~k1." and base64url of nonce + ciphertext
-    # + tag (41 bytes + a third of the plaintext), plus the 20-byte binding field. Redis
-    # rounds allocations up, by an amount that varies with the key's slot tag length.
-    assert 142 <= sealed - plain <= 240, (plain, sealed)
+    """The figures in docs/encryption.md: a user id and a 10-item dict."""
+    plain_record, plain_usage = stored_size(redis_client, JsonCodec())
+    sealed_record, sealed_usage = stored_size(redis_client, EncryptedCodec({"k1": KEY_1}))
+    # Per value "~k1." and base64url of nonce + ciphertext + tag (41 bytes + a third of
+    # the plaintext); per session the 20-byte binding field.
+    assert (plain_record, sealed_record) == (186, 328)
+    # Redis rounds allocations up, by an amount that varies with the key's slot tag.
+    assert 142 <= sealed_usage - plain_usage <= 240, (plain_usage, sealed_usage)
