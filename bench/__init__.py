@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of sessionhub and its peers: `./bench/run.sh`."""

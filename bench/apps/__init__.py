@@ -1,0 +1,1 @@
+"""The benchmarked apps: one module per framework, each with and without sessions."""
