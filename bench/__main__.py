@@ -2,8 +2,9 @@
 
 Phases, in order: Redis bytes per session; per-request latency (in rounds,
 with the raw round trips); Redis commands and bytes per request; 50
-concurrent writes; the client floors; cost at 1 k / 100 k / 1 M live sessions;
-end-to-end throughput under wrk. Raw results go to .bench/results.json, the
+concurrent writes; the client floors; the invalidation delay of client-side
+caching; cost at 1 k / 100 k / 1 M live sessions; end-to-end throughput
+under wrk. Raw results go to .bench/results.json, the
 report into docs/benchmarks.md (between its result markers) and docs/benchmarks.png.
 """
 
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 from tests.servers import RedisServer
 
-from bench import e2e, floor, scale, scenario
+from bench import e2e, floor, scale, scenario, tracking
 from bench.contenders import CONTENDERS
 from bench.measure import FLOOR_KEY, Suite, median_us, p99_us
 
@@ -86,12 +87,17 @@ async def _in_process(server: RedisServer, args: argparse.Namespace) -> dict[str
             results.samples,
             lambda s: {"median": median_us(s), "p99": p99_us(s), "n": len(s)},
         ),
+        "cpu": _by_name(results.cpu, median_us),
         "usage": _by_name(
             results.usage,
             lambda u: {"commands": u.commands, "bytes": u.bytes, "label": u.label()},
         ),
         "floors": {
-            family: {"median": median_us(s), "p99": p99_us(s)}
+            family: {
+                "median": median_us(s),
+                "p99": p99_us(s),
+                "cpu": median_us(results.floors_cpu[family]),
+            }
             for family, s in results.floors.items()
         },
         "survivors": results.survivors,
@@ -147,11 +153,12 @@ def _parse() -> argparse.Namespace:
     )
     args = parser.parse_args()
     quick = args.quick
-    args.rounds = 2 if quick else 8
-    args.batch = 100 if quick else 250
+    # many short batches: each contender's samples spread over the whole run
+    args.rounds = 2 if quick else 20
+    args.batch = 100 if quick else 120
     args.usage_requests = 50 if quick else 200
     args.scale = [1_000, 20_000] if quick else [1_000, 100_000, 1_000_000]
-    args.scale_rounds = 1 if quick else 4
+    args.scale_rounds = 1 if quick else 6
     args.e2e_seconds = 2 if quick else 6
     args.e2e_warmup = 1 if quick else 2
     args.floor_rounds = 2 if quick else 6
@@ -177,6 +184,8 @@ def main() -> None:
         _log("client floors")
         server.client().set(FLOOR_KEY, b"x" * 16)
         data["clients"] = floor.client_floors(server.port, args.floor_rounds)
+        _log("client-side caching: invalidation delay")
+        data["tracking"] = tracking.evaluate(server.port, 100 if args.quick else 1000)
         data["scale"] = asyncio.run(_at_scale(server, args))
         if e2e.available():
             _log("end-to-end throughput (uvicorn + wrk)")

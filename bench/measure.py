@@ -45,8 +45,10 @@ def p99_us(samples: list[int]) -> float:
 @dataclass
 class Results:
     samples: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (name, kind)
+    cpu: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # same, CPU time
     usage: dict[tuple[str, str], Usage] = field(default_factory=dict)
     floors: dict[str, list[int]] = field(default_factory=dict)  # family -> round trips
+    floors_cpu: dict[str, list[int]] = field(default_factory=dict)
     survivors: dict[str, int] = field(default_factory=dict)
     memory: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (bytes, keys)
 
@@ -88,10 +90,10 @@ class _Runner:
             raise RuntimeError(f"{self.contender.name}: /new set no session cookie")
         return f"{self.contender.cookie}={value}"
 
-    async def batch(self, kind: str, count: int) -> list[int]:
+    async def batch(self, kind: str, count: int) -> list[Reply]:
         cookie = self.cookies[kind]
         path = f"/{kind}"
-        return [(await self.call(path, cookie)).elapsed_ns for _ in range(count)]
+        return [await self.call(path, cookie) for _ in range(count)]
 
 
 class Suite:
@@ -152,13 +154,17 @@ class Suite:
                 shift = number % len(runners)
                 for runner in runners[shift:] + runners[:shift]:
                     for kind in scenario.KINDS:
-                        samples = await runner.batch(kind, count)
+                        replies = await runner.batch(kind, count)
                         if not warmup:
                             key = (runner.contender.name, kind)
-                            self.results.samples.setdefault(key, []).extend(samples)
-                floor = await _floor_batch(family, sync_client, async_client, count)
+                            self.results.samples.setdefault(key, []).extend(
+                                r.elapsed_ns for r in replies
+                            )
+                            self.results.cpu.setdefault(key, []).extend(r.cpu_ns for r in replies)
+                wall, cpu = await _floor_batch(family, sync_client, async_client, count)
                 if not warmup:
-                    self.results.floors.setdefault(family, []).extend(floor)
+                    self.results.floors.setdefault(family, []).extend(wall)
+                    self.results.floors_cpu.setdefault(family, []).extend(cpu)
             log(f"latency round {number}/{rounds} done")
         sync_client.close()
         await async_client.aclose()
@@ -216,18 +222,19 @@ def _in_threads(runner: _Runner, paths: list[str], cookie: str) -> None:
 
 async def _floor_batch(
     family: str, sync_client: redis.Redis, async_client: redis.asyncio.Redis, count: int
-) -> list[int]:
-    """One raw GET through redis-py, of the client kind the family's libraries use."""
-    samples = []
-    clock = time.perf_counter_ns
-    if family.startswith("sync"):
-        for _ in range(count):
-            start = clock()
+) -> tuple[list[int], list[int]]:
+    """One raw GET through redis-py, of the client kind the family's libraries use.
+
+    Returns the wall times and the CPU times, as the drivers measure them.
+    """
+    wall, cpu = [], []
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+    for _ in range(count):
+        start, cpu_start = clock(), cpu_clock()
+        if family.startswith("sync"):
             sync_client.get(FLOOR_KEY)
-            samples.append(clock() - start)
-    else:
-        for _ in range(count):
-            start = clock()
+        else:
             await async_client.get(FLOOR_KEY)
-            samples.append(clock() - start)
-    return samples
+        cpu.append(cpu_clock() - cpu_start)
+        wall.append(clock() - start)
+    return wall, cpu

@@ -1,0 +1,169 @@
+"""Where a sessionhub request's time goes: `python -m bench.profile [kind]`.
+
+Two views of the same in-process request (default: a read):
+
+* a ladder of medians taken in alternation -- the bare framework, one raw
+  GET through the same client, the manager alone (load, and commit for a
+  write) with no framework, and the whole request -- so the steps between
+  them are the costs of the framework, the round trip, sessionhub's store and
+  lifecycle, and the web layer. Each step is timed twice: wall time, and the
+  CPU time of this thread (what the Python side spends, syscalls included;
+  it leaves out the wait for Redis and for a busy machine's scheduler, so it
+  is the steadier number on a shared machine);
+* cProfile of many whole requests, own time summed by area (sessionhub,
+  redis-py, the framework, asyncio, socket calls), then the top functions.
+  A deterministic profiler inflates call-heavy Python; read its shares, not
+  its absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+import redis.asyncio
+from tests.servers import RedisServer
+
+from bench import scenario
+from bench.contenders import CONTENDERS, Contender, bare_of
+from bench.measure import FLOOR_KEY, Suite, median_us
+from sessionhub import AsyncRedisStore, AsyncSessionManager, RedisStore, SessionManager
+
+_AREAS = [
+    ("/sessionhub/", "sessionhub"),
+    ("/redis/", "redis-py"),
+    ("/hiredis", "redis-py"),
+    ("/starlette/", "framework"),
+    ("/flask/", "framework"),
+    ("/werkzeug/", "framework"),
+    ("/asyncio/", "asyncio"),
+    ("_socket", "socket calls"),
+    ("select", "socket calls"),
+    ("/bench/", "bench driver"),
+]
+
+
+def _area(filename: str, name: str) -> str:
+    where = f"{filename}:{name}"
+    return next((area for marker, area in _AREAS if marker in where), "other")
+
+
+Step = Callable[[], Awaitable[Any]]
+
+
+async def _ladder(
+    steps: dict[str, Step], rounds: int = 16, count: int = 150
+) -> dict[str, tuple[float, float]]:
+    """Median wall time and median CPU time of this thread, per step."""
+    wall: dict[str, list[int]] = {name: [] for name in steps}
+    cpu: dict[str, list[int]] = {name: [] for name in steps}
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+    for number in range(rounds + 1):
+        for name, step in steps.items():
+            for _ in range(count):
+                start, cpu_start = clock(), cpu_clock()
+                await step()
+                if number:
+                    cpu[name].append(cpu_clock() - cpu_start)
+                    wall[name].append(clock() - start)
+    return {name: (median_us(wall[name]), median_us(cpu[name])) for name in steps}
+
+
+def _sync(call: Callable[[], Any]) -> Step:
+    async def step() -> Any:
+        return call()
+
+    return step
+
+
+async def _manager_step(ours: Contender, server: RedisServer, kind: str, cookie: str) -> Step:
+    """The lifecycle and store alone: what the web layer calls, without the web."""
+    session_id = cookie.split("=", 1)[1]
+    if ours.family.startswith("sync"):
+        manager = SessionManager(RedisStore(redis.Redis(port=server.port)))
+
+        def run() -> None:
+            session = manager.load(session_id)
+            getattr(scenario, kind)(session)
+            manager.commit(session)
+
+        return _sync(run)
+    async_manager = AsyncSessionManager(AsyncRedisStore(redis.asyncio.Redis(port=server.port)))
+
+    async def arun() -> None:
+        session = await async_manager.load(session_id)
+        getattr(scenario, kind)(session)
+        await async_manager.commit(session)
+
+    return arun
+
+
+async def profile(kind: str, family: str, requests: int) -> None:
+    ours = next(c for c in CONTENDERS if c.is_sessionhub and c.family.startswith(family))
+    bare = bare_of(ours)
+    server = RedisServer().start()
+    try:
+        suite = Suite([bare, ours], server.url, server.port)
+        await suite.start()
+        await suite.prepare_cookies()
+        bare_runner, our_runner = suite.runners
+        cookie = our_runner.cookies[kind]
+        suite.admin.set(FLOOR_KEY, b"x" * 16)
+        if family == "sync":
+            client = redis.Redis(port=server.port)
+            floor: Step = _sync(lambda: client.get(FLOOR_KEY))
+        else:
+            async_client = redis.asyncio.Redis(port=server.port)
+
+            async def floor() -> Any:
+                return await async_client.get(FLOOR_KEY)
+
+        steps: dict[str, Step] = {
+            f"{bare.name} {kind}": lambda: bare_runner.call(f"/{kind}", bare_runner.cookies[kind]),
+            "one raw GET, same client": floor,
+        }
+        if cookie is not None:
+            steps["manager alone (load + commit)"] = await _manager_step(ours, server, kind, cookie)
+        steps[f"{ours.name} {kind}"] = lambda: our_runner.call(f"/{kind}", cookie)
+        print(f"\n{kind}, in alternation: median µs of wall time, and of this process's CPU")
+        for name, (wall, cpu) in (await _ladder(steps)).items():
+            print(f"  {wall:8.1f}  {cpu:8.1f}  {name}")
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await our_runner.batch(kind, requests)
+        profiler.disable()
+        stats = pstats.Stats(profiler)
+        table: Any = stats.stats  # type: ignore[attr-defined]
+        by_area: Counter[str] = Counter()
+        for (filename, _, name), (_, _, own, _, _) in table.items():
+            by_area[_area(filename, name)] += own
+        total = sum(by_area.values())
+        print(f"\ncProfile, {requests} whole requests: share of own time by area")
+        for area, own in by_area.most_common():
+            print(f"  {100 * own / total:5.1f} %  {area}")
+        print()
+        stats.sort_stats("tottime").print_stats(15)
+        await suite.stop()
+    finally:
+        server.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("kind", nargs="?", default="read", choices=scenario.KINDS)
+    parser.add_argument("--family", default="async", choices=["async", "sync"])
+    parser.add_argument("--requests", type=int, default=3000)
+    args = parser.parse_args()
+    asyncio.run(profile(args.kind, args.family, args.requests))
+
+
+if __name__ == "__main__":
+    main()
