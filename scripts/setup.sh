@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a machine for sessionhub's demo and tests; sourced by test.sh and demo.sh.
 # Creates .venv with everything installed and makes sure redis-server is present
-# (installing Debian's package when it is missing and this user may install).
+# and chromium for the browser tests (installing Debian's packages when they are
+# missing and this user may install).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,4 +63,18 @@ ensure_redis_server() {
   die "redis-server is not installed and this user cannot install it.
 Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)
 or point SESSIONHUB_REDIS_SERVER at a redis-server binary."
+}
+
+ensure_chromium() {
+  # The browser tests drive Debian's chromium through Playwright (no browser download).
+  if [ -n "${SESSIONHUB_CHROMIUM:-}" ] || [ -x /usr/bin/chromium ]; then
+    return
+  fi
+  if can_install_packages; then
+    apt_install chromium
+    return
+  fi
+  die "chromium is not installed and this user cannot install it; the browser tests need it.
+Install it (Debian/Ubuntu: sudo apt-get install chromium) or point SESSIONHUB_CHROMIUM
+at a Chromium binary."
 }

@@ -4,6 +4,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 ensure_venv dev
 ensure_redis_server
+ensure_chromium
 cd "$ROOT"
 say "ruff"
 "$VENV/bin/ruff" check src tests
