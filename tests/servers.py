@@ -243,9 +243,13 @@ class RedisSentinelSet:
     service = "sessionhub"
 
     def __init__(self, replicas: int = 1, down_after_ms: int = 1000) -> None:
-        self.primary = RedisServer()
-        self.replicas = [RedisServer("--replicaof", "127.0.0.1", str(self.primary.port))
-                         for _ in range(replicas)]  # fmt: skip
+        # Redis waits 5 s before a diskless full sync by default; tests cannot.
+        fast_sync = ("--repl-diskless-sync-delay", "0")
+        self.primary = RedisServer(*fast_sync)
+        self.replicas = [
+            RedisServer(*fast_sync, "--replicaof", "127.0.0.1", str(self.primary.port))
+            for _ in range(replicas)
+        ]
         self.sentinels: list[RedisServer] = []
         self.down_after_ms = down_after_ms
 
@@ -273,11 +277,33 @@ class RedisSentinelSet:
             self.sentinels.append(sentinel)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            info = self.primary.client().info("replication")
-            if info.get("connected_slaves", 0) >= len(self.replicas):
+            if self._ready():
                 return self
             time.sleep(0.1)
-        raise RuntimeError("replicas did not connect to the primary")
+        raise RuntimeError("replicas or sentinels did not find each other")
+
+    def _ready(self) -> bool:
+        """Replicas connected, and every sentinel knows the others and the replicas.
+
+        Until sentinels have heard of each other (hello messages, every 2 s) they
+        cannot reach a quorum: a primary killed before then is never failed over.
+        """
+        with self.primary.client() as primary:
+            info = primary.info("replication")
+        states = [
+            v["state"] for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+        ]
+        if states.count("online") < len(self.replicas):
+            return False
+        for sentinel in self.sentinels:
+            with sentinel.client() as client:
+                master = client.sentinel_master(self.service)
+            assert isinstance(master, dict)
+            if master["num-other-sentinels"] < len(self.sentinels) - 1:
+                return False
+            if master["num-slaves"] < len(self.replicas):
+                return False
+        return True
 
     def cleanup(self) -> None:
         for server in [*self.sentinels, self.primary, *self.replicas]:

@@ -50,12 +50,25 @@ _UNAVAILABLE = (
     redis_errors.ClusterDownError,
     redis_errors.TryAgainError,
     redis_errors.SlotNotCoveredError,
+    redis_errors.ClusterError,
+    redis_errors.OutOfMemoryError,  # full under noeviction: writes refused
+    redis_errors.RedisClusterException,  # only when _is_unavailable says so
 )
+
+
+def _is_unavailable(exc: Exception) -> bool:
+    # A Cluster client with no node left to ask raises its generic exception, which
+    # otherwise means a bug (a cross-slot call): tell them apart by the message.
+    if type(exc) is redis_errors.RedisClusterException:
+        return str(exc).startswith(("Redis Cluster cannot be connected", "All slots are not"))
+    return True
 
 
 def _unavailable(exc: Exception) -> StoreUnavailable:
     if isinstance(exc, redis_errors.TimeoutError):
         return StoreUnavailable("session store timed out")
+    if isinstance(exc, redis_errors.OutOfMemoryError):
+        return StoreUnavailable("session store full (maxmemory reached)")
     return StoreUnavailable(f"session store unavailable ({type(exc).__name__})")
 
 
@@ -199,6 +212,8 @@ class RedisStore:
         except StopIteration as done:
             return done.value
         except _UNAVAILABLE as exc:
+            if not _is_unavailable(exc):
+                raise
             raise _unavailable(exc) from exc
 
     def _send(self, call: Call) -> Any:
@@ -232,6 +247,8 @@ class AsyncRedisStore:
         except StopIteration as done:
             return done.value
         except _UNAVAILABLE as exc:
+            if not _is_unavailable(exc):
+                raise
             raise _unavailable(exc) from exc
 
     async def _send(self, call: Call) -> Any:
