@@ -90,7 +90,12 @@ async def _in_process(server: RedisServer, args: argparse.Namespace) -> dict[str
         "cpu": _by_name(results.cpu, median_us),
         "usage": _by_name(
             results.usage,
-            lambda u: {"commands": u.commands, "bytes": u.bytes, "label": u.label()},
+            lambda u: {
+                "commands": u.commands,
+                "bytes": u.bytes,
+                "label": u.label(),
+                "server_us": u.server_us,
+            },
         ),
         "floors": {
             family: {

@@ -26,6 +26,7 @@ class Usage:
     commands: float
     bytes: float
     names: dict[str, float]  # command name -> calls per request
+    server_us: float  # Redis's own time running those commands (scripts included)
 
     def label(self) -> str:
         if not self.names:
@@ -51,17 +52,28 @@ class Meter:
         stats = self.client.info("stats")
         return int(stats["total_net_input_bytes"]) + int(stats["total_net_output_bytes"])
 
+    def _usec(self) -> Counter[str]:
+        commands = self.client.info("commandstats")
+        return Counter(
+            {key.removeprefix("cmdstat_"): int(v["usec"]) for key, v in commands.items()}
+        )
+
     async def usage(self, batch: Callable[[int], Awaitable[object]], requests: int) -> Usage:
         """What `batch(requests)` cost Redis, per request."""
         calls = await self._commands(batch, requests)
+        usec = self._usec()
         before = self._bytes()
         own = self._bytes() - before
         await batch(requests)
         spent = max(0, self._bytes() - before - 2 * own)
+        # Redis time of the commands the clients sent; a script's time holds
+        # that of the commands it ran, which are therefore not added again.
+        usec = self._usec() - usec
+        server = sum(usec[name] for name in calls) / requests
         # hundredths: a connection set-up spread over a batch is noise
         names = {name: round(n / requests, 2) for name, n in calls.items()}
         names = {name: n for name, n in names.items() if n >= 0.01}
-        return Usage(sum(names.values()), spent / requests, names)
+        return Usage(sum(names.values()), spent / requests, names, server)
 
     async def _commands(
         self, batch: Callable[[int], Awaitable[object]], requests: int

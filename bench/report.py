@@ -158,7 +158,9 @@ def _usage_rows(data: dict[str, Any]) -> list[list[str]]:
         cells = [contender.name]
         for kind in KINDS:
             usage = data["usage"][contender.name][kind]
-            cells.append(f"{usage['label']} · {usage['bytes']:.0f} B")
+            cells.append(
+                f"{usage['label']} · {usage['bytes']:.0f} B · {usage.get('server_us', 0):.1f} µs"
+            )
         rows.append(cells)
     return rows
 
@@ -198,7 +200,7 @@ def markdown(data: dict[str, Any]) -> str:
         client = "redis.asyncio" if family == ASYNC else "redis-py"
         rows.append([f"*one raw {client} GET*", floor_cpu, floor_cpu, floor_cpu, floor_cpu])
     lines += _table(["library", *(KIND_TITLES[k] for k in KINDS)], rows)
-    lines += ["", "### Redis commands and bytes per request", ""]
+    lines += ["", "### Redis per request: commands sent · bytes in and out · Redis's own time", ""]
     lines += _table(["library", *(KIND_TITLES[k] for k in KINDS)], _usage_rows(data))
     lines += ["", "### Concurrent writes and memory", ""]
     rows = []

@@ -44,6 +44,7 @@ async def test_meter_counts_commands_sent_not_those_a_script_runs(
     get_bytes = _resp_size(b"GET", b"k") + len(b"$10\r\n" + b"v" * 10 + b"\r\n")
     eval_bytes = _resp_size(b"EVAL", script.encode(), b"1", b"other") + len(b":1\r\n")
     assert abs(usage.bytes - (get_bytes + eval_bytes)) <= 2
+    assert usage.server_us > 0  # the script's two inner commands are inside EVAL's time
 
 
 async def test_meter_sees_nothing_when_nothing_is_sent(redis_server: RedisServer) -> None:
@@ -51,7 +52,7 @@ async def test_meter_sees_nothing_when_nothing_is_sent(redis_server: RedisServer
         return None
 
     usage = await Meter(redis_server.client()).usage(batch, 10)
-    assert (usage.commands, usage.names, usage.label()) == (0, {}, "0")
+    assert (usage.commands, usage.names, usage.label(), usage.server_us) == (0, {}, "0", 0)
     assert usage.bytes <= 1
 
 
