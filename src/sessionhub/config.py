@@ -1,0 +1,242 @@
+"""Settings: one object configures the store, the cookie and the request flow.
+
+Read, first match wins, from: keyword arguments, the environment
+(``SESSIONHUB_*``, nested with ``__``: ``SESSIONHUB_COOKIE__NAME``), a ``.env``
+file in the working directory, then a YAML or TOML file given to
+`Settings.load` or named by ``SESSIONHUB_CONFIG_FILE``.
+
+Two profiles: ``dev`` (the default: memory store, cookie without Secure so
+plain-HTTP localhost works) and ``prod`` (Redis store, Secure cookie). The
+``prod`` profile refuses an insecure cookie when the settings are made, that
+is at application start-up, with an error saying what to change.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+from .connect import RedisSettings, async_redis_client, redis_client
+from .errors import SessionError
+from .ids import IdScheme
+from .manager import AsyncSessionManager, Lifecycle, SessionManager
+from .policy import Timeouts
+from .stores.memory import MemoryStore
+from .stores.redis import AsyncRedisStore, RedisStore
+from .web.flow import SessionFlow
+from .web.resolvers import (
+    CompositeResolver,
+    CookiePolicy,
+    CookieResolver,
+    HeaderResolver,
+    IdResolver,
+)
+
+__all__ = ["ConfigError", "Settings", "nest"]
+
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "sessionhub_config_file", default=None
+)
+
+ClearSiteData = Literal["cache", "cookies", "storage", "executionContexts", "*"]
+
+
+class ConfigError(SessionError, ValueError):
+    """Settings that cannot be used; the message says which and why."""
+
+
+class Settings(BaseSettings):
+    """Everything sessionhub can be told. Build it with `Settings.load()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SESSIONHUB_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+    )
+
+    profile: Literal["dev", "prod"] = "dev"
+    #: Where sessions live; unset: "memory" under dev, "redis" under prod.
+    store: Literal["memory", "redis"] = "memory"
+    #: Prefix of every Redis key.
+    namespace: str = "sh"
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    #: Unset `secure` follows the profile: on under prod; under dev, on only when
+    #: the other settings need it (a __Host-/__Secure- name, SameSite=None, Partitioned).
+    cookie: CookiePolicy = Field(default_factory=CookiePolicy)
+    #: Where requests carry the id, tried in this order; the first answers new clients.
+    resolvers: tuple[Literal["cookie", "header"], ...] = ("cookie",)
+    #: The header of the "header" resolver.
+    header: str = "X-Session-Id"
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    #: Cache-Control of responses that set or clear the id (None: leave the app's).
+    cache_control: str | None = "no-store"
+    #: Clear-Site-Data directives sent when a session ends (logout).
+    clear_site_data: tuple[ClearSiteData, ...] = ()
+    #: Retry-After (seconds) of the 503 sent when the store is unavailable.
+    retry_after: int = Field(default=1, ge=0)
+    #: Go on with an unsaved session instead of answering 503 when the store is down.
+    degrade_when_unavailable: bool = False
+    #: Key of the id digests (handles); set it to make handles unlinkable to ids.
+    digest_key: SecretStr | None = None
+
+    _memory: MemoryStore | None = PrivateAttr(default=None)
+
+    @classmethod
+    def load(cls, file: str | os.PathLike[str] | None = None, **values: Any) -> Settings:
+        """The settings from `values`, the environment, ``.env`` and `file`.
+
+        `file` (or ``SESSIONHUB_CONFIG_FILE``) is a ``.yaml``/``.yml`` or
+        ``.toml`` file holding the same keys as the environment, nested.
+        Raises `ConfigError` with every problem listed.
+        """
+        name = file if file is not None else os.environ.get("SESSIONHUB_CONFIG_FILE")
+        path = Path(name) if name else None
+        if path is not None:
+            if path.suffix.lower() not in (".yaml", ".yml", ".toml"):
+                raise ConfigError(f"sessionhub config file {path}: use a .yaml, .yml or .toml file")
+            if not path.is_file():
+                raise ConfigError(f"sessionhub config file {path} does not exist")
+        token = _config_file.set(path)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+        except (ValueError, TypeError) as exc:  # an unreadable file
+            raise ConfigError(f"sessionhub config file {path}: {exc}") from None
+        finally:
+            _config_file.reset(token)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings, dotenv_settings]
+        path = _config_file.get()
+        if path is not None and path.suffix.lower() == ".toml":
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        elif path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return (*sources, file_secret_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        prod = data.get("profile", "dev") == "prod"
+        data.setdefault("store", "redis" if prod else "memory")
+        cookie = data.get("cookie", {})
+        if isinstance(cookie, Mapping) and "secure" not in cookie:
+            data["cookie"] = {**cookie, "secure": prod or _needs_secure(cookie)}
+        return data
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if self.profile == "prod" and not self.cookie.secure:
+            raise ValueError(
+                "cookie.secure: the prod profile refuses a session cookie without Secure; "
+                "serve over HTTPS and drop cookie.secure=false (SESSIONHUB_COOKIE__SECURE), "
+                "or use the dev profile for local development"
+            )
+        return self
+
+    # -- what the settings build --------------------------------------------------
+
+    def lifecycle(self, **options: Any) -> Lifecycle:
+        """The lifecycle rules; `options` go to `Lifecycle` (e.g. a test clock)."""
+        key = self.digest_key.get_secret_value().encode() if self.digest_key else b""
+        options.setdefault("timeouts", self.timeouts)
+        options.setdefault("ids", IdScheme(digest_key=key))
+        options.setdefault("degrade_when_unavailable", self.degrade_when_unavailable)
+        return Lifecycle(**options)
+
+    def session_manager(self, **options: Any) -> SessionManager:
+        """A manager for synchronous code (WSGI, Flask, Django)."""
+        if self.store == "memory":
+            return SessionManager(self.memory_store(), lifecycle=self.lifecycle(**options))
+        store = RedisStore(redis_client(self.redis), namespace=self.namespace)
+        return SessionManager(store, lifecycle=self.lifecycle(**options))
+
+    def async_session_manager(self, **options: Any) -> AsyncSessionManager:
+        """A manager for asyncio code (ASGI); make one per event loop."""
+        if self.store == "memory":
+            return AsyncSessionManager(self.memory_store(), lifecycle=self.lifecycle(**options))
+        store = AsyncRedisStore(async_redis_client(self.redis), namespace=self.namespace)
+        return AsyncSessionManager(store, lifecycle=self.lifecycle(**options))
+
+    def memory_store(self) -> MemoryStore:
+        """The in-process store, shared by every manager these settings build."""
+        if self._memory is None:
+            self._memory = MemoryStore()
+        return self._memory
+
+    def resolver(self) -> IdResolver:
+        by_name: dict[str, IdResolver] = {
+            "cookie": CookieResolver(self.cookie),
+            "header": HeaderResolver(self.header),
+        }
+        chosen = [by_name[name] for name in dict.fromkeys(self.resolvers)]
+        return chosen[0] if len(chosen) == 1 else CompositeResolver(chosen)
+
+    def flow(self) -> SessionFlow:
+        return SessionFlow(
+            self.resolver(),
+            cache_control=self.cache_control,
+            clear_site_data=self.clear_site_data,
+            retry_after=self.retry_after,
+        )
+
+
+def nest(flat: Mapping[str, Any], prefix: str = "SESSIONHUB_") -> dict[str, Any]:
+    """Flat prefixed keys (``SESSIONHUB_COOKIE__NAME``) as nested settings values.
+
+    For frameworks whose configuration is flat, such as Flask's ``app.config``.
+    """
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        if not key.startswith(prefix) or key == prefix + "CONFIG_FILE":
+            continue
+        *parents, leaf = key[len(prefix) :].lower().split("__")
+        target = nested
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return nested
+
+
+def _needs_secure(cookie: Mapping[str, Any]) -> bool:
+    """Whether the rest of a cookie's settings only work with Secure (a dev default)."""
+    name = str(cookie.get("name", ""))
+    return (
+        name.startswith(("__Host-", "__Secure-"))
+        or str(cookie.get("same_site", "")).lower() == "none"
+        or str(cookie.get("partitioned", "")).lower() in ("true", "1", "yes", "on")
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid sessionhub settings:"]
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        where = ".".join(str(part) for part in error["loc"])
+        lines.append(f"  {where}: {message}" if where else f"  {message}")
+    return "\n".join(lines)

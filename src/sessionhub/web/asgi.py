@@ -1,0 +1,174 @@
+"""ASGI middleware: a sessionhub session at ``scope["session"]``.
+
+Starlette and FastAPI read it as ``request.session``, Litestar as
+``request.session`` (``set_session`` and ``clear_session`` work too), Quart
+through `sessionhub.web.quart`. The steps are `SessionFlow`'s: no store call
+for a request without an id, one round trip to load, one to commit when the
+response starts -- and only if something changed.
+
+Changes made after the response has started (a streaming body) are not saved.
+WebSocket connections get the session to read; their changes are not saved
+(no response headers can carry a new id).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from ..config import Settings
+from ..errors import StoreUnavailable
+from ..manager import AsyncSessionManager
+from ..session import Session
+from .flow import PlainResponse, SessionFlow, merge_headers
+from .resolvers import Presented
+
+__all__ = ["SessionMiddleware"]
+
+# Typed loosely on purpose: each framework has its own ASGI types, and all must fit.
+Scope = Any
+Message = Any
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+class SessionMiddleware:
+    """Wrap an ASGI app; the settings come from `Settings.load()` unless given.
+
+    ``Starlette(middleware=[Middleware(SessionMiddleware)])``, or
+    ``app.add_middleware(SessionMiddleware)`` (FastAPI). Litestar makes one
+    middleware per route: ``Litestar(middleware=[SessionMiddleware.shared()])``
+    lets them share one manager (and its connection pool).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings | None = None,
+        manager: AsyncSessionManager | None = None,
+        flow: SessionFlow | None = None,
+    ) -> None:
+        if manager is None or flow is None:
+            settings = settings or Settings.load()
+            manager = manager or settings.async_session_manager()
+            flow = flow or settings.flow()
+        self.app = app
+        self.manager = manager
+        self.flow = flow
+
+    @classmethod
+    def shared(cls, settings: Settings | None = None) -> Callable[[ASGIApp], SessionMiddleware]:
+        """A middleware factory whose middlewares share one manager and flow."""
+        settings = settings or Settings.load()
+        manager, flow = settings.async_session_manager(), settings.flow()
+
+        def middleware(app: ASGIApp) -> SessionMiddleware:
+            return cls(app, manager=manager, flow=flow)
+
+        return middleware
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        presented = self.flow.read_id(_ScopeHeaders(scope["headers"]))
+        try:
+            session = await self.manager.load(presented.value if presented else None)
+        except StoreUnavailable as exc:
+            await self._refuse(scope, send, self.flow.unavailable(exc))
+            return
+        scope["session"] = session
+        if scope["type"] == "websocket":
+            with self.flow.bound(session):
+                await self.app(scope, receive, send)
+            return
+
+        replaced = False  # the application's response gave way to a 503
+
+        async def send_with_session(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return
+            if message["type"] == "http.response.start":
+                try:
+                    message = await self._finish(scope, session, presented, message)
+                except StoreUnavailable as exc:
+                    replaced = True
+                    await self._refuse(scope, send, self.flow.unavailable(exc))
+                    return
+            await send(message)
+
+        with self.flow.bound(session):
+            await self.app(scope, receive, send_with_session)
+
+    async def _finish(
+        self, scope: Scope, session: Session, presented: Presented | None, start: Message
+    ) -> Message:
+        """The response start, once the session is committed and its headers added."""
+        session = _adopt_replacement(scope, session)
+        commit = self.flow.should_commit(start["status"])
+        outcome = await self.manager.commit(session) if commit else None
+        ours = self.flow.response_headers(presented, session, outcome)
+        if not ours:
+            return start
+        existing = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", ())]
+        merged = merge_headers(existing, ours)
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in merged]
+        return {**start, "headers": headers}
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, response: PlainResponse) -> None:
+        if scope["type"] == "websocket":
+            # 1013: try again later. Sent before accepting, the server answers 403.
+            reason = response.body.decode().strip()[:120]
+            await send({"type": "websocket.close", "code": 1013, "reason": reason})
+            return
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+class _ScopeHeaders:
+    """An ASGI scope's headers, looked up by lower-case name."""
+
+    def __init__(self, headers: Any) -> None:
+        self._headers: list[tuple[bytes, bytes]] = headers
+
+    def get(self, name: str, /) -> str | None:
+        wanted = name.encode("latin-1")
+        values = [value.decode("latin-1") for key, value in self._headers if key == wanted]
+        if not values:
+            return None
+        # HTTP/2 may split the Cookie header; it is rejoined with "; " (RFC 9113 8.2.3).
+        return "; ".join(values) if name == "cookie" else values[0]
+
+
+def _adopt_replacement(scope: Scope, session: Session) -> Session:
+    """The session, updated if the application replaced ``scope["session"]``.
+
+    Litestar's ``request.set_session(mapping)`` replaces the contents;
+    ``request.clear_session()`` (or None) ends the session.
+    """
+    value: object = scope.get("session")
+    if value is session:
+        return session
+    if isinstance(value, Mapping):
+        session.clear()
+        session.update(value)
+    elif value is None or value is _litestar_empty():
+        session.invalidate()
+    else:
+        raise TypeError(
+            f'scope["session"] was replaced by a {type(value).__name__}; '
+            "sessionhub sessions hold JSON values: set a dict"
+        )
+    scope["session"] = session
+    return session
+
+
+def _litestar_empty() -> object:
+    module = sys.modules.get("litestar.types.empty")
+    return getattr(module, "Empty", None) if module is not None else None

@@ -1,0 +1,382 @@
+"""Django: a ``SESSION_ENGINE`` on sessionhub, and a middleware to go with it.
+
+In ``settings.py``::
+
+    SESSION_ENGINE = "sessionhub.web.django"
+    SESSIONHUB = {"profile": "prod", "redis": {"url": "redis://redis:6379"}}  # or SESSIONHUB_*
+
+``request.session`` keeps Django's API, sync and async (``aget``, ``asave``...),
+and ``django.contrib.auth``'s ``login()`` (``cycle_key()``) and ``logout()``
+(``flush()``) do what they always did. With Django's own SessionMiddleware the
+cookie follows Django's ``SESSION_COOKIE_*`` settings; replacing it in
+``MIDDLEWARE`` with ``"sessionhub.web.django.SessionMiddleware"`` gives the
+sessionhub request flow instead: its cookie policy or header ids, Vary and
+Cache-Control, a saved session only when something changed (in-place changes
+included), and a 503 when the store is down.
+
+Where Django's own engines differ, this one follows the sessionhub core:
+
+* an empty session is never stored, so ``save()`` of an empty session leaves
+  ``session_key`` None (a visitor who stores nothing costs nothing);
+* the server-side lifetime is the sessionhub idle timeout; unless
+  ``SESSIONHUB["timeouts"]`` sets one, it is ``SESSION_COOKIE_AGE``.
+  ``set_expiry(seconds | timedelta | datetime)`` changes it for the session
+  (a "remember me"); an expiry in the past ends the session at ``save()``.
+* ``_auth_user_id`` (set by ``login()``) becomes the session's principal, so
+  "log out everywhere" and the per-user listing know the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Container
+from datetime import datetime
+from http.cookies import Morsel
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.contrib.auth import SESSION_KEY
+from django.contrib.sessions.backends.base import SessionBase, UpdateError
+from django.core.signals import setting_changed
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
+from django.utils.deprecation import MiddlewareMixin
+
+from ..config import Settings
+from ..errors import StoreUnavailable
+from ..manager import AsyncSessionManager, Outcome, SessionManager
+from ..policy import Timeouts
+from ..session import Session
+from .flow import PlainResponse, SessionFlow
+from .resolvers import Presented
+
+__all__ = ["SessionMiddleware", "SessionStore"]
+
+_EXPIRY = "_session_expiry"  # where Django's set_expiry() keeps its value
+
+
+class _Runtime:
+    """What the engine builds from the settings: once, and again when tests change them."""
+
+    def __init__(self) -> None:
+        settings = Settings.load(**getattr(django_settings, "SESSIONHUB", {}))
+        if "timeouts" not in settings.model_fields_set:
+            age = float(django_settings.SESSION_COOKIE_AGE)
+            default = Timeouts()
+            timeouts = Timeouts(age, max(age, default.absolute), default.refresh_share)
+            settings = settings.model_copy(update={"timeouts": timeouts})
+        self.settings = settings
+        self.manager: SessionManager = settings.session_manager()
+        self.flow: SessionFlow = settings.flow()
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSessionManager]
+        self._async = weakref.WeakKeyDictionary()
+
+    def async_manager(self) -> AsyncSessionManager:
+        """The asyncio manager of the running loop (asyncio clients belong to one loop)."""
+        loop = asyncio.get_running_loop()
+        manager = self._async.get(loop)
+        if manager is None:
+            manager = self._async[loop] = self.settings.async_session_manager()
+        return manager
+
+
+_runtime: _Runtime | None = None
+
+
+def runtime() -> _Runtime:
+    global _runtime
+    if _runtime is None:
+        _runtime = _Runtime()
+    return _runtime
+
+
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    global _runtime
+    if setting in ("SESSIONHUB", "SESSION_COOKIE_AGE"):
+        _runtime = None
+
+
+setting_changed.connect(_settings_changed)
+
+
+class SessionStore(SessionBase):
+    """Django's session API over a sessionhub `Session`.
+
+    Django's methods keep their meaning; the data is a sessionhub session,
+    loaded on first use (one round trip) and saved per attribute. The sync
+    and async methods differ only in the manager they call; what happens
+    around a commit is written once (`_before_commit`, `_settle`).
+    """
+
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        self._expiry_set = False
+        self._told: Outcome | None = None  # the last commit the client must hear of
+        self._failure: StoreUnavailable | None = None
+        self.presented: Presented | None = None  # set by sessionhub's middleware
+
+    # -- the data: a sessionhub Session where Django keeps a dict ------------------
+
+    @property
+    def sessionhub_session(self) -> Session:
+        """The sessionhub session (loaded if need be), for `sessionhub.auth`."""
+        return self._get_session()
+
+    def _get_session(self, no_load: bool = False) -> Session:
+        self.accessed = True
+        cached: Session | None = self.__dict__.get("_session_cache")
+        if cached is None:
+            if self.session_key is None or no_load:
+                cached = runtime().manager.new_session()
+            else:
+                cached = self.load()
+            self._session_cache = cached
+        return cached
+
+    async def _aget_session(self, no_load: bool = False) -> Session:
+        self.accessed = True
+        cached: Session | None = self.__dict__.get("_session_cache")
+        if cached is None:
+            if self.session_key is None or no_load:
+                cached = runtime().manager.new_session()
+            else:
+                cached = await self.aload()
+            self._session_cache = cached
+        return cached
+
+    _session = property(_get_session)
+
+    def load(self) -> Session:  # type: ignore[override]
+        try:
+            return self._loaded(runtime().manager.load(self.session_key))
+        except StoreUnavailable as exc:
+            self._failure = exc
+            raise
+
+    async def aload(self) -> Session:  # type: ignore[override]
+        try:
+            return self._loaded(await runtime().async_manager().load(self.session_key))
+        except StoreUnavailable as exc:
+            self._failure = exc
+            raise
+
+    def _loaded(self, session: Session) -> Session:
+        if session.is_new:
+            self._session_key = None  # unknown or expired: never adopted
+        return session
+
+    def clear(self) -> None:
+        self._session.clear()
+        self.modified = True
+
+    def get_session_cookie_age(self) -> int:
+        return int(runtime().settings.timeouts.idle)
+
+    def set_expiry(self, value: Any) -> None:
+        super().set_expiry(value)
+        self._expiry_set = True
+
+    async def aset_expiry(self, value: Any) -> None:
+        await super().aset_expiry(value)
+        self._expiry_set = True
+
+    # -- the storage operations ----------------------------------------------------
+
+    def exists(self, session_key: str | None) -> bool:
+        return bool(session_key) and not runtime().manager.load(session_key).is_new
+
+    async def aexists(self, session_key: str | None) -> bool:
+        return bool(session_key) and not (await runtime().async_manager().load(session_key)).is_new
+
+    def create(self) -> None:
+        """Start a new, empty session; it gets its key when something is stored in it."""
+        self._session_cache = runtime().manager.new_session()
+        self._session_key = None
+        self.modified = True
+
+    async def acreate(self) -> None:
+        self.create()
+
+    def save(self, must_create: bool = False) -> None:
+        session = self._session
+        stored = self._before_commit(session)
+        self._settle(session, stored, runtime().manager.commit(session), raise_if_gone=True)
+
+    async def asave(self, must_create: bool = False) -> None:
+        session = await self._aget_session()
+        stored = self._before_commit(session)
+        outcome = await runtime().async_manager().commit(session)
+        self._settle(session, stored, outcome, raise_if_gone=True)
+
+    def delete(self, session_key: str | None = None) -> None:
+        if session_key is None or session_key == self.session_key:
+            session = self._session
+            session.invalidate()
+            self._settle(session, False, runtime().manager.commit(session))
+            return
+        other = runtime().manager.load(session_key)
+        other.invalidate()
+        runtime().manager.commit(other)
+
+    async def adelete(self, session_key: str | None = None) -> None:
+        manager = runtime().async_manager()
+        if session_key is None or session_key == self.session_key:
+            session = await self._aget_session()
+            session.invalidate()
+            self._settle(session, False, await manager.commit(session))
+            return
+        other = await manager.load(session_key)
+        other.invalidate()
+        await manager.commit(other)
+
+    def cycle_key(self) -> None:
+        """A new key for the same data; the old key stops working now."""
+        session = self._session
+        session.rotate()
+        if session.id is not None:
+            self.save()
+        self.modified = True
+
+    async def acycle_key(self) -> None:
+        session = await self._aget_session()
+        session.rotate()
+        if session.id is not None:
+            await self.asave()
+        self.modified = True
+
+    def flush(self) -> None:
+        """End the session now (deleted from the store); the next write starts a new one."""
+        self.delete()
+        self.modified = True
+
+    async def aflush(self) -> None:
+        await self.adelete()
+        self.modified = True
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Nothing to do: the store drops expired sessions itself (Redis TTLs)."""
+
+    @classmethod
+    async def aclear_expired(cls) -> None:
+        """Nothing to do: the store drops expired sessions itself (Redis TTLs)."""
+
+    # -- around a commit: written once for both ------------------------------------
+
+    def _before_commit(self, session: Session) -> bool:
+        """Carry Django's expiry and login over to the session; whether it is stored now."""
+        if self._expiry_set:
+            self._expiry_set = False
+            _apply_expiry(session, session.get(_EXPIRY))
+        principal = session.get(SESSION_KEY)
+        if isinstance(principal, str) and principal and principal != session.principal:
+            session.login(principal, now=runtime().manager.lifecycle.clock())
+        return session.id is not None
+
+    def _settle(
+        self, session: Session, was_stored: bool, outcome: Outcome, *, raise_if_gone: bool = False
+    ) -> None:
+        self._session_key = session.id
+        if outcome.send:
+            self._told = outcome
+        if raise_if_gone and was_stored and outcome.send and outcome.id is None:
+            # Ended by another request meanwhile (a logout): Django's contract.
+            raise UpdateError
+
+    def _outcome_for_response(self) -> Outcome:
+        """Commit, and what the response must tell the client of everything committed."""
+        session = self._session
+        stored = self._before_commit(session)
+        self._settle(session, stored, runtime().manager.commit(session))
+        told, self._told = self._told, None
+        return told or Outcome(session.id, send=False)
+
+
+def _apply_expiry(session: Session, expiry: Any) -> None:
+    """Make the store keep `session` as long as ``set_expiry()`` asked.
+
+    The session's absolute timeout still applies to a number of seconds.
+    """
+    if isinstance(expiry, str):  # set_expiry(datetime | timedelta) stores an ISO date
+        at = datetime.fromisoformat(expiry)
+        seconds = (at - timezone.now()).total_seconds()
+        absolute: float | None = at.timestamp() - session.created_at
+    elif isinstance(expiry, int | float) and not isinstance(expiry, bool) and expiry:
+        seconds, absolute = float(expiry), None
+    else:
+        return  # None or 0: the default lifetime (0: the cookie ends with the browser)
+    if seconds <= 0:
+        session.invalidate()
+    else:
+        session.remember(idle=seconds, absolute=absolute)
+
+
+class SessionMiddleware(MiddlewareMixin):
+    """In place of Django's SessionMiddleware: the sessionhub request flow."""
+
+    def __init__(self, get_response: Any) -> None:
+        super().__init__(get_response)
+        runtime()  # settings errors show at start-up, not at the first request
+
+    def process_request(self, request: HttpRequest) -> None:
+        presented = runtime().flow.read_id(request.headers)
+        store = SessionStore(presented.value if presented else None)
+        store.presented = presented
+        request.session = store
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, StoreUnavailable):
+            return _plain(runtime().flow.unavailable(exception))
+        return None
+
+    def process_response(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        store = getattr(request, "session", None)
+        if not isinstance(store, SessionStore):
+            return response
+        flow = runtime().flow
+        if store._failure is not None:
+            return _plain(flow.unavailable(store._failure))
+        session: Session | None = store.__dict__.get("_session_cache")
+        if session is None:
+            return response  # never used: nothing to save, nothing to tell
+        try:
+            outcome = (
+                store._outcome_for_response() if flow.should_commit(response.status_code) else None
+            )
+        except StoreUnavailable as exc:
+            return _plain(flow.unavailable(exc))
+        for name, value in flow.response_headers(store.presented, session, outcome):
+            lower = name.lower()
+            if lower == "set-cookie":
+                morsel = _SetCookie(value)
+                response.cookies[morsel.key] = morsel
+            elif lower == "vary":
+                patch_vary_headers(response, [token.strip() for token in value.split(",")])
+            else:
+                response.headers[name] = value
+        return response
+
+
+class _SetCookie(Morsel[str]):
+    """A cookie Django sends exactly as the resolver wrote it."""
+
+    def __init__(self, header: str) -> None:
+        super().__init__()
+        name, _, rest = header.partition("=")
+        value = rest.split(";", 1)[0]
+        self.set(name, value, value)
+        self._header = header
+
+    def OutputString(self, attrs: Container[str] | None = None) -> str:
+        return self._header
+
+
+def _plain(response: PlainResponse) -> HttpResponse:
+    django_response = HttpResponse(response.body, status=response.status)
+    for name, value in response.headers:
+        django_response.headers[name] = value
+    return django_response

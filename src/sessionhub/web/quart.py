@@ -1,0 +1,63 @@
+"""Quart: ``quart.session`` becomes a sessionhub session.
+
+::
+
+    from sessionhub.web.quart import SessionHub
+
+    app = Quart(__name__)
+    SessionHub(app)
+
+Settings come from ``app.config`` keys ``SESSIONHUB_*``, as for Flask. The work
+is done by the ASGI middleware, which wraps ``app.asgi_app``; the session
+interface only hands its session to Quart.
+"""
+
+from __future__ import annotations
+
+from quart import Quart
+from quart.sessions import SessionInterface, SessionMixin
+from quart.wrappers import BaseRequestWebsocket, Response
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from ..config import Settings, nest
+from ..session import Session
+from .asgi import SessionMiddleware
+from .flask import FlaskSession, _NoSession
+
+__all__ = ["QuartSessionInterface", "SessionHub"]
+
+
+class QuartSessionInterface(SessionInterface):
+    """Hands Quart the session the ASGI middleware loaded; saving is the middleware's job."""
+
+    null_session_class = _NoSession
+
+    async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> FlaskSession | None:
+        session = request.scope.get("session")
+        if not isinstance(session, Session):
+            return None
+        return FlaskSession(session, app.permanent_session_lifetime.total_seconds())
+
+    async def save_session(
+        self,
+        app: Quart,
+        session: SessionMixin,
+        response: Response | WerkzeugResponse | None,
+    ) -> None:
+        """Nothing to do: the middleware commits when the response starts."""
+
+
+class SessionHub:
+    """The Quart extension. ``app.extensions["sessionhub"]`` is the app's middleware."""
+
+    def __init__(self, app: Quart | None = None, *, settings: Settings | None = None) -> None:
+        self.settings = settings
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Quart) -> None:
+        settings = self.settings or Settings.load(**nest(app.config))
+        middleware = SessionMiddleware(app.asgi_app, settings=settings)
+        app.asgi_app = middleware  # type: ignore[method-assign]
+        app.session_interface = QuartSessionInterface()  # type: ignore[assignment]
+        app.extensions["sessionhub"] = middleware
