@@ -150,49 +150,66 @@ class Traffic:
     def _sync_loop(self, call: Callable[[Step], Any], ids: list[str]) -> None:
         while not self._stop.is_set():
             for session_id in ids:
-                started, slowest = time.monotonic(), 0.0
-                steps = self._request(session_id)
-                result: Any = None
-                error: Exception | None = None
-                while True:
+                run = _Run(self._request(session_id))
+                while run.step is not None:
+                    run.begin()
                     try:
-                        step = steps.throw(error) if error else steps.send(result)
-                    except StopIteration as done:
-                        outcome = done.value
-                        break
-                    begun, result, error = time.monotonic(), None, None
-                    try:
-                        result = call(step)
+                        result = call(run.step)
                     except Exception as exc:
-                        error = exc
-                    slowest = max(slowest, time.monotonic() - begun)
-                self._record("sync", started, slowest, outcome)
+                        run.failed(exc)
+                    else:
+                        run.returned(result)
+                self._record("sync", run)
                 if self._stop.wait(self.pause):
                     return
 
     async def _async_loop(self, call: Callable[[Step], Any], ids: list[str]) -> None:
         while not self._stop.is_set():
             for session_id in ids:
-                started, slowest = time.monotonic(), 0.0
-                steps = self._request(session_id)
-                result: Any = None
-                error: Exception | None = None
-                while True:
+                run = _Run(self._request(session_id))
+                while run.step is not None:
+                    run.begin()
                     try:
-                        step = steps.throw(error) if error else steps.send(result)
-                    except StopIteration as done:
-                        outcome = done.value
-                        break
-                    begun, result, error = time.monotonic(), None, None
-                    try:
-                        result = await call(step)
+                        result = await call(run.step)
                     except Exception as exc:
-                        error = exc
-                    slowest = max(slowest, time.monotonic() - begun)
-                self._record("async", started, slowest, outcome)
+                        run.failed(exc)
+                    else:
+                        run.returned(result)
+                self._record("async", run)
                 await asyncio.sleep(self.pause)
                 if self._stop.is_set():
                     return
 
-    def _record(self, flavor: str, started: float, slowest: float, outcome: str) -> None:
-        self.requests.append(Request(flavor, started, time.monotonic(), slowest, outcome))
+    def _record(self, flavor: str, run: _Run) -> None:
+        ended = time.monotonic()
+        self.requests.append(Request(flavor, run.started, ended, run.slowest, run.outcome))
+
+
+class _Run:
+    """One request under way: its next step, its outcome once done, its slowest call."""
+
+    def __init__(self, steps: Steps) -> None:
+        self.steps = steps
+        self.started = time.monotonic()
+        self.slowest = 0.0
+        self.outcome = ""
+        self._begun = self.started
+        self.step: Step | None = self._resume(lambda: next(steps))
+
+    def begin(self) -> None:
+        self._begun = time.monotonic()
+
+    def returned(self, result: Any) -> None:
+        self.slowest = max(self.slowest, time.monotonic() - self._begun)
+        self.step = self._resume(lambda: self.steps.send(result))
+
+    def failed(self, error: Exception) -> None:
+        self.slowest = max(self.slowest, time.monotonic() - self._begun)
+        self.step = self._resume(lambda: self.steps.throw(error))
+
+    def _resume(self, advance: Callable[[], Step]) -> Step | None:
+        try:
+            return advance()
+        except StopIteration as done:
+            self.outcome = done.value
+            return None

@@ -307,40 +307,24 @@ class RedisSettings(BaseModel):
         """The longest one attempt can take: connect, then wait for the answer."""
         return self.connect_timeout + self.socket_timeout
 
-    def client_options(self) -> dict[str, Any]:
-        """Keyword arguments every connection to a data server gets."""
+    def client_options(self, *, sentinel: bool = False) -> dict[str, Any]:
+        """Keyword arguments for every connection to a data server (or to a sentinel)."""
         target = self.target()
         options: dict[str, Any] = {
             "socket_connect_timeout": self.connect_timeout,
             "socket_timeout": self.socket_timeout,
-            "username": target.username,
-            "password": target.password,
+            "username": target.sentinel_username if sentinel else target.username,
+            "password": target.sentinel_password if sentinel else target.password,
         }
         if target.tls:
-            options.update(self._tls_options())
-        return options
-
-    def _tls_options(self) -> dict[str, Any]:
-        return {
-            "ssl": True,
-            "ssl_ca_certs": self.tls_ca_file,
-            "ssl_certfile": self.tls_cert_file,
-            "ssl_keyfile": self.tls_key_file,
-            "ssl_cert_reqs": ssl.CERT_REQUIRED if self.tls_verify else ssl.CERT_NONE,
-            "ssl_check_hostname": self.tls_verify,
-        }
-
-    def sentinel_options(self) -> dict[str, Any]:
-        """Keyword arguments for connections to the sentinels (never retried: the next is asked)."""
-        target = self.target()
-        options: dict[str, Any] = {
-            "socket_connect_timeout": self.connect_timeout,
-            "socket_timeout": self.socket_timeout,
-            "username": target.sentinel_username,
-            "password": target.sentinel_password,
-        }
-        if target.tls:
-            options.update(self._tls_options())
+            options.update(
+                ssl=True,
+                ssl_ca_certs=self.tls_ca_file,
+                ssl_certfile=self.tls_cert_file,
+                ssl_keyfile=self.tls_key_file,
+                ssl_cert_reqs=ssl.CERT_REQUIRED if self.tls_verify else ssl.CERT_NONE,
+                ssl_check_hostname=self.tls_verify,
+            )
         return options
 
     def backoff(self) -> ExponentialWithJitterBackoff:
@@ -500,7 +484,10 @@ def _build(settings: RedisSettings, flavor: _Flavor) -> Any:
         # A sentinel that does not answer is not retried: the next one is asked.
         sentinels = flavor.sentinel(
             list(target.addresses),
-            sentinel_kwargs={**settings.sentinel_options(), "retry": flavor.retry(NoBackoff(), 0)},
+            sentinel_kwargs={
+                **settings.client_options(sentinel=True),
+                "retry": flavor.retry(NoBackoff(), 0),
+            },
         )
         return sentinels.master_for(target.service, db=target.db, retry=retry, **options)
     if target.unix_socket is not None:
@@ -532,6 +519,6 @@ def node_client(
 
     For tools that look at each node in turn (the doctor, admin listings).
     """
-    options = settings.sentinel_options() if sentinel else settings.client_options()
+    options = settings.client_options(sentinel=sentinel)
     host, port = address
     return redis.Redis(host=host, port=port, retry=redis.retry.Retry(NoBackoff(), 0), **options)
