@@ -25,11 +25,13 @@ from typing import Any, TypeVar
 
 from tests.servers import RedisServer
 
-from bench import e2e, floor, scale, scenario, tracking
+from bench import e2e, floor, profile, scale, scenario, tracking
 from bench.contenders import CONTENDERS
 from bench.measure import FLOOR_KEY, Suite, median_us, p99_us
 
 T = TypeVar("T")
+#: the sessionhub contenders profiled and timed at scale (one per client kind)
+PROFILED = ("sessionhub · Starlette", "sessionhub · Flask")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / ".bench" / "results.json"
 PACKAGES = [
@@ -119,7 +121,7 @@ def _by_name(by_pair: dict[tuple[str, str], T], summary: Callable[[T], Any]) -> 
 
 
 async def _at_scale(server: RedisServer, args: argparse.Namespace) -> list[dict[str, Any]]:
-    contenders = [c for c in CONTENDERS if c.is_sessionhub]
+    contenders = [c for c in CONTENDERS if c.name in PROFILED]
     suite = Suite(contenders, server.url, server.port)
     await suite.start()
     rows = []
@@ -149,6 +151,17 @@ async def _at_scale(server: RedisServer, args: argparse.Namespace) -> list[dict[
     return rows
 
 
+async def _ladders(server: RedisServer, args: argparse.Namespace) -> dict[str, Any]:
+    """The cost ladder of bench.profile, for sessionhub on Starlette and on Flask."""
+    found: dict[str, Any] = {}
+    for name in PROFILED:
+        ours = next(c for c in CONTENDERS if c.name == name)
+        for kind in ("read", "write"):
+            steps = await profile.ladder(server, ours, kind, args.ladder_rounds, 100)
+            found[f"{name} {kind}"] = {step: list(times) for step, times in steps.items()}
+    return found
+
+
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short run to check the harness")
@@ -167,6 +180,7 @@ def _parse() -> argparse.Namespace:
     args.e2e_seconds = 2 if quick else 6
     args.e2e_warmup = 1 if quick else 2
     args.floor_rounds = 2 if quick else 6
+    args.ladder_rounds = 2 if quick else 10
     return args
 
 
@@ -191,6 +205,8 @@ def main() -> None:
         data["clients"] = floor.client_floors(server.port, args.floor_rounds)
         _log("client-side caching: invalidation delay")
         data["tracking"] = tracking.evaluate(server.port, 100 if args.quick else 1000)
+        _log("where sessionhub's time goes")
+        data["ladder"] = asyncio.run(_ladders(server, args))
         data["scale"] = asyncio.run(_at_scale(server, args))
         if e2e.available():
             _log("end-to-end throughput (uvicorn + wrk)")

@@ -105,41 +105,65 @@ async def _manager_step(ours: Contender, server: RedisServer, kind: str, cookie:
     return arun
 
 
+BARE, FLOOR, MANAGER, WHOLE = (
+    "the bare framework",
+    "one raw GET, same client",
+    "manager alone (load + commit)",
+    "the whole request",
+)
+
+
+async def _steps(suite: Suite, server: RedisServer, kind: str) -> dict[str, Step]:
+    bare_runner, our_runner = suite.runners
+    cookie = our_runner.cookies[kind]
+    suite.admin.set(FLOOR_KEY, b"x" * 16)
+    if our_runner.contender.family.startswith("sync"):
+        client = redis.Redis(port=server.port)
+        floor: Step = _sync(lambda: client.get(FLOOR_KEY))
+    else:
+        async_client = redis.asyncio.Redis(port=server.port)
+
+        async def floor() -> Any:
+            return await async_client.get(FLOOR_KEY)
+
+    steps: dict[str, Step] = {
+        BARE: lambda: bare_runner.call(f"/{kind}", bare_runner.cookies[kind]),
+        FLOOR: floor,
+    }
+    if cookie is not None:
+        steps[MANAGER] = await _manager_step(our_runner.contender, server, kind, cookie)
+    steps[WHOLE] = lambda: our_runner.call(f"/{kind}", cookie)
+    return steps
+
+
+async def ladder(
+    server: RedisServer, ours: Contender, kind: str, rounds: int = 16, count: int = 150
+) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) µs of each step, for one sessionhub contender and request kind."""
+    suite = Suite([bare_of(ours), ours], server.url, server.port)
+    await suite.start()
+    try:
+        await suite.prepare_cookies()
+        return await _ladder(await _steps(suite, server, kind), rounds, count)
+    finally:
+        await suite.stop()
+
+
 async def profile(kind: str, family: str, requests: int) -> None:
     ours = next(c for c in CONTENDERS if c.is_sessionhub and c.family.startswith(family))
-    bare = bare_of(ours)
     server = RedisServer().start()
     try:
-        suite = Suite([bare, ours], server.url, server.port)
+        print(f"\n{ours.name} {kind}, in alternation: median µs of wall time and of CPU")
+        for name, (wall, cpu) in (await ladder(server, ours, kind)).items():
+            print(f"  {wall:8.1f}  {cpu:8.1f}  {name}")
+        suite = Suite([bare_of(ours), ours], server.url, server.port)
         await suite.start()
         await suite.prepare_cookies()
-        bare_runner, our_runner = suite.runners
-        cookie = our_runner.cookies[kind]
-        suite.admin.set(FLOOR_KEY, b"x" * 16)
-        if family == "sync":
-            client = redis.Redis(port=server.port)
-            floor: Step = _sync(lambda: client.get(FLOOR_KEY))
-        else:
-            async_client = redis.asyncio.Redis(port=server.port)
-
-            async def floor() -> Any:
-                return await async_client.get(FLOOR_KEY)
-
-        steps: dict[str, Step] = {
-            f"{bare.name} {kind}": lambda: bare_runner.call(f"/{kind}", bare_runner.cookies[kind]),
-            "one raw GET, same client": floor,
-        }
-        if cookie is not None:
-            steps["manager alone (load + commit)"] = await _manager_step(ours, server, kind, cookie)
-        steps[f"{ours.name} {kind}"] = lambda: our_runner.call(f"/{kind}", cookie)
-        print(f"\n{kind}, in alternation: median µs of wall time, and of this process's CPU")
-        for name, (wall, cpu) in (await _ladder(steps)).items():
-            print(f"  {wall:8.1f}  {cpu:8.1f}  {name}")
-
         profiler = cProfile.Profile()
         profiler.enable()
-        await our_runner.batch(kind, requests)
+        await suite.runners[1].batch(kind, requests)
         profiler.disable()
+        await suite.stop()
         stats = pstats.Stats(profiler)
         table: Any = stats.stats  # type: ignore[attr-defined]
         by_area: Counter[str] = Counter()
@@ -151,7 +175,6 @@ async def profile(kind: str, family: str, requests: int) -> None:
             print(f"  {100 * own / total:5.1f} %  {area}")
         print()
         stats.sort_stats("tottime").print_stats(15)
-        await suite.stop()
     finally:
         server.cleanup()
 

@@ -218,6 +218,18 @@ def markdown(data: dict[str, Any]) -> str:
     lines += _table(
         ["client", "median µs per GET"], [[k, f"{v:.1f}"] for k, v in data["clients"].items()]
     )
+    if data.get("ladder"):
+        columns = list(data["ladder"])
+        steps = list(data["ladder"][columns[-1]])  # a write has every step
+        lines += ["", "### Where sessionhub's time goes (median µs: wall · CPU)", ""]
+        rows = []
+        for step in steps:
+            cells = [step]
+            for column in columns:
+                times = data["ladder"][column].get(step)
+                cells.append("" if times is None else f"{times[0]:.0f} · {times[1]:.0f}")
+            rows.append(cells)
+        lines += _table(["step", *columns], rows)
     if data.get("tracking"):
         t = data["tracking"]
         lines += ["", "### Client-side caching (RESP3 CLIENT TRACKING), evaluated", ""]
@@ -236,7 +248,7 @@ def markdown(data: dict[str, Any]) -> str:
         )
     if data.get("scale"):
         lines += ["", "### sessionhub at 1 k, 100 k and 1 M live sessions (median µs)", ""]
-        names = [c.name for c in _ours()]
+        names = list(data["scale"][0]["latency"])
         header = [
             "live sessions",
             "Redis memory",
@@ -289,11 +301,12 @@ def plot(data: dict[str, Any], path: Path) -> None:
         axis.set_title(f"Per-request cost of the session layer, {title}")
         axis.legend(fontsize=8)
     axis = axes[1][0]
-    for contender in _ours():
+    scale = data.get("scale", [])
+    for name in scale[0]["latency"] if scale else ():
         for kind in ("read", "write"):
-            xs = [row["live"] for row in data.get("scale", [])]
-            ys = [row["latency"][contender.name][kind] for row in data.get("scale", [])]
-            axis.plot(xs, ys, marker="o", label=f"{contender.name} {kind}")
+            xs = [row["live"] for row in scale]
+            ys = [row["latency"][name][kind] for row in scale]
+            axis.plot(xs, ys, marker="o", label=f"{name} {kind}")
     axis.set_xscale("log")
     axis.set_ylim(bottom=0)
     axis.set_xlabel("live sessions in Redis")
