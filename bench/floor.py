@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
@@ -19,12 +18,13 @@ import redis
 import redis.asyncio
 from redis._parsers import _AsyncRESP2Parser, _RESP2Parser
 
-from bench.measure import FLOOR_KEY, median_us
+from bench.measure import FLOOR_KEY, alternate, median_us, sync_step
 
 __all__ = ["client_floors"]
 
 SyncCall = Callable[[], Any]
 AsyncCall = Callable[[], Awaitable[Any]]
+# the sync variants run in the same rounds, as steps that never await
 
 _GET = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(FLOOR_KEY), FLOOR_KEY.encode())
 
@@ -117,63 +117,30 @@ async def _async_variants(port: int, stack: AsyncExitStack) -> dict[str, AsyncCa
     return variants
 
 
-async def _time_async(
-    variants: dict[str, AsyncCall], rounds: int, count: int
-) -> dict[str, list[int]]:
-    clock = time.perf_counter_ns
-    samples: dict[str, list[int]] = {name: [] for name in variants}
-    for number in range(rounds + 1):
-        for name, call in variants.items():
-            batch = []
-            for _ in range(count):
-                start = clock()
-                await call()
-                batch.append(clock() - start)
-            if number:
-                samples[name].extend(batch)
-    return samples
-
-
-def _time_sync(variants: dict[str, SyncCall], rounds: int, count: int) -> dict[str, list[int]]:
-    clock = time.perf_counter_ns
-    samples: dict[str, list[int]] = {name: [] for name in variants}
-    for number in range(rounds + 1):
-        for name, call in variants.items():
-            batch = []
-            for _ in range(count):
-                start = clock()
-                call()
-                batch.append(clock() - start)
-            if number:
-                samples[name].extend(batch)
-    return samples
-
-
 def client_floors(port: int, rounds: int = 5, count: int = 400) -> dict[str, float]:
     """Median microseconds per GET, by client variant."""
-    sync_samples = _time_sync(_sync_variants(port), rounds, count)
-    results = {name: median_us(samples) for name, samples in sync_samples.items()}
 
-    async def on_loop() -> dict[str, list[int]]:
+    async def on_loop() -> dict[str, tuple[list[int], list[int]]]:
+        steps = {name: sync_step(call) for name, call in _sync_variants(port).items()}
         async with AsyncExitStack() as stack:
-            return await _time_async(await _async_variants(port, stack), rounds, count)
+            steps.update(await _async_variants(port, stack))
+            return await alternate(steps, rounds, count)
 
-    for name, samples in asyncio.run(on_loop()).items():
-        results[name] = median_us(samples)
+    results = {name: median_us(wall) for name, (wall, _) in asyncio.run(on_loop()).items()}
     try:
         import uvloop
     except ImportError:
         return results
 
-    async def uvloop_variants() -> dict[str, list[int]]:
+    async def uvloop_variants() -> dict[str, tuple[list[int], list[int]]]:
         client = redis.asyncio.Redis(port=port)
         raw = await _raw_asyncio(port)
         variants: dict[str, AsyncCall] = {
             "redis.asyncio (hiredis) on uvloop": lambda: client.get(FLOOR_KEY),
             "asyncio raw protocol on uvloop": raw,
         }
-        return await _time_async(variants, rounds, count)
+        return await alternate(variants, rounds, count)
 
-    for name, samples in uvloop.run(uvloop_variants()).items():
-        results[name] = median_us(samples)
+    for name, (wall, _) in uvloop.run(uvloop_variants()).items():
+        results[name] = median_us(wall)
     return results

@@ -13,7 +13,7 @@ import asyncio
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -31,6 +31,37 @@ __all__ = ["Results", "Suite"]
 FLOOR_KEY = "bench:floor"
 #: What a bare app gets where a session app gets its session cookie.
 _DUMMY_ID = "A" * 44
+
+
+Step = Callable[[], Awaitable[Any]]
+
+
+def sync_step(call: Callable[[], Any]) -> Step:
+    """A synchronous call as a step of `alternate`."""
+
+    async def step() -> Any:
+        return call()
+
+    return step
+
+
+async def alternate(
+    steps: dict[str, Step], rounds: int, count: int
+) -> dict[str, tuple[list[int], list[int]]]:
+    """Each step `count` times a round, the steps in turn, for `rounds` rounds
+    after one of warm-up; the wall times and the CPU times of every call."""
+    times: dict[str, tuple[list[int], list[int]]] = {name: ([], []) for name in steps}
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+    for number in range(rounds + 1):
+        for name, step in steps.items():
+            wall, cpu = times[name]
+            for _ in range(count):
+                start, cpu_start = clock(), cpu_clock()
+                await step()
+                if number:
+                    cpu.append(cpu_clock() - cpu_start)
+                    wall.append(clock() - start)
+    return times
 
 
 def median_us(samples: list[int]) -> float:

@@ -22,9 +22,7 @@ import argparse
 import asyncio
 import cProfile
 import pstats
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
@@ -33,7 +31,7 @@ from tests.servers import RedisServer
 
 from bench import scenario
 from bench.contenders import CONTENDERS, Contender, bare_of
-from bench.measure import FLOOR_KEY, Suite, median_us
+from bench.measure import FLOOR_KEY, Step, Suite, alternate, median_us, sync_step
 from sessionhub import AsyncRedisStore, AsyncSessionManager, RedisStore, SessionManager
 
 _AREAS = [
@@ -55,32 +53,12 @@ def _area(filename: str, name: str) -> str:
     return next((area for marker, area in _AREAS if marker in where), "other")
 
 
-Step = Callable[[], Awaitable[Any]]
-
-
 async def _ladder(
-    steps: dict[str, Step], rounds: int = 16, count: int = 150
+    steps: dict[str, Step], rounds: int, count: int
 ) -> dict[str, tuple[float, float]]:
     """Median wall time and median CPU time of this thread, per step."""
-    wall: dict[str, list[int]] = {name: [] for name in steps}
-    cpu: dict[str, list[int]] = {name: [] for name in steps}
-    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
-    for number in range(rounds + 1):
-        for name, step in steps.items():
-            for _ in range(count):
-                start, cpu_start = clock(), cpu_clock()
-                await step()
-                if number:
-                    cpu[name].append(cpu_clock() - cpu_start)
-                    wall[name].append(clock() - start)
-    return {name: (median_us(wall[name]), median_us(cpu[name])) for name in steps}
-
-
-def _sync(call: Callable[[], Any]) -> Step:
-    async def step() -> Any:
-        return call()
-
-    return step
+    times = await alternate(steps, rounds, count)
+    return {name: (median_us(wall), median_us(cpu)) for name, (wall, cpu) in times.items()}
 
 
 async def _manager_step(ours: Contender, server: RedisServer, kind: str, cookie: str) -> Step:
@@ -94,7 +72,7 @@ async def _manager_step(ours: Contender, server: RedisServer, kind: str, cookie:
             getattr(scenario, kind)(session)
             manager.commit(session)
 
-        return _sync(run)
+        return sync_step(run)
     async_manager = AsyncSessionManager(AsyncRedisStore(redis.asyncio.Redis(port=server.port)))
 
     async def arun() -> None:
@@ -119,7 +97,7 @@ async def _steps(suite: Suite, server: RedisServer, kind: str) -> dict[str, Step
     suite.admin.set(FLOOR_KEY, b"x" * 16)
     if our_runner.contender.family.startswith("sync"):
         client = redis.Redis(port=server.port)
-        floor: Step = _sync(lambda: client.get(FLOOR_KEY))
+        floor: Step = sync_step(lambda: client.get(FLOOR_KEY))
     else:
         async_client = redis.asyncio.Redis(port=server.port)
 
