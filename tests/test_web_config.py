@@ -83,6 +83,20 @@ def test_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.flow().clear_site_data == '"cache"'
 
 
+def test_a_variable_one_underscore_short_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSIONHUB_REDIS_URL", "redis://cache:6379/0")
+    monkeypatch.setenv("SESSIONHUB_COOKIE_SAME_SITE", "strict")
+    monkeypatch.setenv("SESSIONHUB_REDIS_SERVER", "/usr/bin/redis-server")  # not a setting: ignored
+    with pytest.raises(ConfigError) as caught:
+        Settings.load()
+    assert str(caught.value).splitlines() == [
+        "invalid sessionhub settings:",
+        "  SESSIONHUB_COOKIE_SAME_SITE: nested keys take two underscores: "
+        "SESSIONHUB_COOKIE__SAME_SITE",
+        "  SESSIONHUB_REDIS_URL: nested keys take two underscores: SESSIONHUB_REDIS__URL",
+    ]
+
+
 def test_keyword_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SESSIONHUB_NAMESPACE", "from-env")
     assert Settings.load().namespace == "from-env"

@@ -14,6 +14,7 @@ is at application start-up, with an error saying what to change.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,6 +103,9 @@ class Settings(BaseSettings):
         ``.toml`` file holding the same keys as the environment, nested.
         Raises `ConfigError` with every problem listed.
         """
+        misspelt = _misspelt_variables(os.environ)
+        if misspelt:
+            raise ConfigError("\n".join(["invalid sessionhub settings:", *misspelt]))
         name = file if file is not None else os.environ.get("SESSIONHUB_CONFIG_FILE")
         path = Path(name) if name else None
         if path is not None:
@@ -221,6 +225,25 @@ def nest(flat: Mapping[str, Any], prefix: str = "SESSIONHUB_") -> dict[str, Any]
             target = target.setdefault(parent, {})
         target[leaf] = value
     return nested
+
+
+def _misspelt_variables(environ: Mapping[str, str]) -> list[str]:
+    """``SESSIONHUB_COOKIE_NAME``-like variables: one underscore short, so otherwise ignored."""
+    present = {name.upper() for name in environ}
+    sections = {"cookie": CookiePolicy, "redis": RedisSettings, "timeouts": Timeouts}
+    problems = []
+    for section, kind in sections.items():
+        names = kind.model_fields if kind is RedisSettings else _dataclass_fields(kind)
+        for field in names:
+            wrong = f"SESSIONHUB_{section}_{field}".upper()
+            if wrong in present:
+                right = f"SESSIONHUB_{section}__{field}".upper()
+                problems.append(f"  {wrong}: nested keys take two underscores: {right}")
+    return problems
+
+
+def _dataclass_fields(kind: Any) -> list[str]:
+    return [field.name for field in dataclasses.fields(kind)]
 
 
 def _needs_secure(cookie: Mapping[str, Any]) -> bool:
