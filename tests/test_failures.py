@@ -22,6 +22,7 @@ from sessionhub import (
     SessionManager,
     StoreUnavailable,
 )
+from sessionhub.config import Settings
 from sessionhub.connect import RedisSettings, async_redis_client, redis_client
 from sessionhub.ids import IdScheme
 from tests.proxy import Proxy
@@ -161,12 +162,15 @@ def test_cut_connections_are_reopened_and_nothing_is_lost(proxy: Proxy) -> None:
 
 
 def _start_traffic(settings: RedisSettings, ids: list[str]) -> Traffic:
+    """Requests through a sync manager, an asyncio one and the ASGI middleware."""
     traffic = Traffic()
-    half = len(ids) // 2
-    traffic.sync_worker(SessionManager(RedisStore(redis_client(settings))), ids[:half])
+    third = len(ids) // 3
+    traffic.sync_worker(SessionManager(RedisStore(redis_client(settings))), ids[:third])
     traffic.async_worker(
-        lambda: AsyncSessionManager(AsyncRedisStore(async_redis_client(settings))), ids[half:]
+        lambda: AsyncSessionManager(AsyncRedisStore(async_redis_client(settings))),
+        ids[third : 2 * third],
     )
+    traffic.asgi_worker(Settings(store="redis", redis=settings), ids[2 * third :])
     return traffic
 
 
@@ -180,16 +184,16 @@ def _check_bounded(traffic: Traffic, settings: RedisSettings, *allowed: str) -> 
 def test_stopped_under_load_then_restarted(server: RedisServer) -> None:
     settings = RedisSettings(port=server.port)
     setup = Client("sync", settings)
-    ids = [setup.store(n=0, name=f"user-{i}") for i in range(20)]
+    ids = [setup.store(n=0, name=f"user-{i}") for i in range(30)]
     traffic = _start_traffic(settings, ids)
-    assert traffic.wait_for(OK, 20, after=0, timeout=10)
+    assert traffic.wait_for(OK, 30, after=0, timeout=10)
 
     stopped = time.monotonic()
     server.stop()  # a clean shutdown: the append-only file keeps the data
-    assert traffic.wait_for(UNAVAILABLE, 20, after=stopped, timeout=10)
+    assert traffic.wait_for(UNAVAILABLE, 30, after=stopped, timeout=10)
     restarted = time.monotonic()
     server.start()  # same port, data reloaded, script cache empty
-    assert traffic.wait_for(OK, 20, after=restarted, timeout=10)
+    assert traffic.wait_for(OK, 30, after=restarted, timeout=10)
     traffic.stop()
 
     down = [r for r in traffic.since(stopped) if r.started < restarted]
@@ -210,9 +214,9 @@ def test_stopped_under_load_then_restarted(server: RedisServer) -> None:
 def test_restarted_empty_gives_clean_new_sessions(server: RedisServer) -> None:
     settings = RedisSettings(port=server.port)
     setup = Client("sync", settings)
-    ids = [setup.store(n=0) for _ in range(10)]
+    ids = [setup.store(n=0) for _ in range(12)]
     traffic = _start_traffic(settings, ids)
-    assert traffic.wait_for(OK, 10, after=0, timeout=10)
+    assert traffic.wait_for(OK, 12, after=0, timeout=10)
 
     server.kill()  # a crash: no save
     for leftover in server.dir.iterdir():  # and the disk is gone too
@@ -222,7 +226,7 @@ def test_restarted_empty_gives_clean_new_sessions(server: RedisServer) -> None:
                     path.unlink()
     restarted = time.monotonic()
     server.start()
-    assert traffic.wait_for(LOST, 10, after=restarted, timeout=10)
+    assert traffic.wait_for(LOST, 12, after=restarted, timeout=10)
     traffic.stop()
     _check_bounded(traffic, settings, OK, UNAVAILABLE, LOST)
     assert redis.Redis(port=server.port).dbsize() == 0  # the old ids were not adopted

@@ -1,11 +1,12 @@
 """Steady request load for the failure tests: real requests, each one timed and classified.
 
-A request loads a session, increments its counter "n" and commits: what a web
-request does through the middleware, minus HTTP. It is written once, as a
-generator of store calls (like the lifecycle), and driven by a sync worker (a
-thread) or an async one (a thread running its own event loop). Each worker owns
-its sessions, so every stored counter can be checked against what the workers
-were told.
+A request increments a session's counter "n". Through a manager it loads the
+session and commits it; through the ASGI middleware it is an HTTP request to a
+Starlette app (in process, by httpx), which answers 503 when the store is down.
+Each request is written once, as a generator of calls, and driven by a sync
+worker (a thread) or an async one (a thread running its own event loop). Each
+worker owns its sessions, so every stored counter can be checked against what
+the workers were told.
 """
 
 from __future__ import annotations
@@ -17,13 +18,22 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request as HttpRequest
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
 from sessionhub import AsyncSessionManager, Session, SessionManager, StoreUnavailable
+from sessionhub.config import Settings
+from sessionhub.web.asgi import SessionMiddleware
 
 __all__ = ["LOST", "OK", "UNAVAILABLE", "Request", "Traffic", "counter"]
 
 OK, UNAVAILABLE, LOST = "ok", "unavailable", "lost"
 
-# A step of a request: ("load", session id) or ("commit", session).
+# A step of a request: ("load", session id), ("commit", session) or ("bump", session id).
 Step = tuple[str, Any]
 Steps = Generator[Step, Any, str]
 
@@ -49,15 +59,38 @@ class Request:
 
 @dataclass
 class Counters:
-    """Per session: the last value a commit confirmed, and one a failed commit may have written."""
+    """Per session: the last value a commit confirmed, and the highest it may hold.
+
+    A commit that failed with StoreUnavailable may still have been applied, so
+    it raises the upper bound without confirming anything.
+    """
 
     confirmed: dict[str, int] = field(default_factory=dict)
-    maybe: dict[str, int] = field(default_factory=dict)
+    upper: dict[str, int] = field(default_factory=dict)
+
+    def confirm(self, session_id: str, value: int) -> None:
+        self.confirmed[session_id] = self.upper[session_id] = value
+
+    def maybe(self, session_id: str, value: int) -> None:
+        self.upper[session_id] = max(value, self.upper.get(session_id, 0))
 
     def accepts(self, session_id: str, stored: int) -> bool:
         """Whether `stored` is a value this session may hold now."""
         confirmed = self.confirmed.get(session_id, 0)
-        return stored == confirmed or stored == self.maybe.get(session_id)
+        return confirmed <= stored <= self.upper.get(session_id, confirmed)
+
+
+def bump_app(settings: Settings, manager: AsyncSessionManager) -> Starlette:
+    """A Starlette app whose /bump increments the session's counter and returns it."""
+
+    async def bump(request: HttpRequest) -> PlainTextResponse:
+        if "n" not in request.session:
+            return PlainTextResponse(LOST)  # the session is gone: a new, empty one
+        request.session["n"] += 1
+        return PlainTextResponse(str(request.session["n"]))
+
+    middleware = [Middleware(SessionMiddleware, manager=manager, flow=settings.flow())]
+    return Starlette(routes=[Route("/bump", bump)], middleware=middleware)
 
 
 class Traffic:
@@ -87,7 +120,25 @@ class Traffic:
                     return await manager.load(argument)
                 return await manager.commit(argument)
 
-            await self._async_loop(call, ids)
+            await self._async_loop(call, ids, self._request)
+            await manager.store.client.aclose()  # type: ignore[attr-defined]
+
+        self._start(lambda: asyncio.run(loop()))
+
+    def asgi_worker(self, settings: Settings, ids: list[str]) -> None:
+        """Requests through `SessionMiddleware` on a Starlette app (`bump_app`)."""
+
+        async def loop() -> None:
+            manager = settings.async_session_manager()
+            app = bump_app(settings, manager)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+
+                async def call(step: Step) -> httpx.Response:
+                    cookie = f"{settings.cookie.name}={step[1]}"
+                    return await http.get("/bump", headers={"cookie": cookie})
+
+                await self._async_loop(call, ids, self._http_request)
             await manager.store.client.aclose()  # type: ignore[attr-defined]
 
         self._start(lambda: asyncio.run(loop()))
@@ -130,15 +181,32 @@ class Traffic:
             try:
                 yield ("commit", session)
             except StoreUnavailable:
-                self.counters.maybe[session_id] = value  # it may have been applied
+                self.counters.maybe(session_id, value)  # it may have been applied
                 raise
-            self.counters.confirmed[session_id] = value
-            self.counters.maybe.pop(session_id, None)
+            self.counters.confirm(session_id, value)
             return OK
         except StoreUnavailable:
             return UNAVAILABLE
         except Exception as exc:  # recorded; the tests fail on it
             return f"error: {exc!r}"
+
+    def _http_request(self, session_id: str) -> Steps:
+        try:
+            response: httpx.Response = yield ("bump", session_id)
+        except Exception as exc:
+            return f"error: {exc!r}"
+        if response.status_code == 503:
+            if "Service Unavailable" not in response.text or "Retry-After" not in response.headers:
+                return f"error: an unclear 503: {response.text!r}"
+            # Failed at load (nothing written) or at commit (maybe written): one more, at most.
+            self.counters.maybe(session_id, self.counters.upper.get(session_id, 0) + 1)
+            return UNAVAILABLE
+        if response.status_code != 200:
+            return f"error: HTTP {response.status_code} {response.text[:200]!r}"
+        if response.text == LOST:
+            return LOST
+        self.counters.confirm(session_id, int(response.text))
+        return OK
 
     # -- the two drivers -------------------------------------------------------------------
 
@@ -163,10 +231,12 @@ class Traffic:
                 if self._stop.wait(self.pause):
                     return
 
-    async def _async_loop(self, call: Callable[[Step], Any], ids: list[str]) -> None:
+    async def _async_loop(
+        self, call: Callable[[Step], Any], ids: list[str], request: Callable[[str], Steps]
+    ) -> None:
         while not self._stop.is_set():
             for session_id in ids:
-                run = _Run(self._request(session_id))
+                run = _Run(request(session_id))
                 while run.step is not None:
                     run.begin()
                     try:
@@ -175,7 +245,7 @@ class Traffic:
                         run.failed(exc)
                     else:
                         run.returned(result)
-                self._record("async", run)
+                self._record("asgi" if request == self._http_request else "async", run)
                 await asyncio.sleep(self.pause)
                 if self._stop.is_set():
                     return
