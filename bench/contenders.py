@@ -7,8 +7,10 @@ time minus the bare app's time, on the same framework.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bench.drivers import AiohttpDriver, AsgiDriver, Driver, WsgiDriver
 
@@ -34,96 +36,44 @@ class Contender:
         return self.library == "sessionhub"
 
 
-def _starlette_bare(url: str) -> Driver:
-    from bench.apps import starlette_apps
+def _app(module: str, factory: str, driver: Callable[[Any], Driver]) -> Callable[[str], Driver]:
+    """Builds `bench.apps.<module>.<factory>(redis_url)` under `driver`, importing it late
+    (a framework is imported only when one of its apps is measured)."""
 
-    return AsgiDriver(starlette_apps.bare())
+    def build(redis_url: str) -> Driver:
+        make = getattr(importlib.import_module(f"bench.apps.{module}"), factory)
+        return driver(make(redis_url))
 
-
-def _starlette_sessionhub(url: str) -> Driver:
-    from bench.apps import starlette_apps
-
-    return AsgiDriver(starlette_apps.sessionhub(url))
-
-
-def _starsessions(url: str) -> Driver:
-    from bench.apps import starlette_apps
-
-    return AsgiDriver(starlette_apps.starsessions(url))
+    return build
 
 
-def _litestar_bare(url: str) -> Driver:
-    from bench.apps import litestar_apps
-
-    return AsgiDriver(litestar_apps.bare())
-
-
-def _litestar_sessions(url: str) -> Driver:
-    from bench.apps import litestar_apps
-
-    return AsgiDriver(litestar_apps.server_side(url))
-
-
-def _aiohttp_bare(url: str) -> Driver:
-    from bench.apps import aiohttp_apps
-
-    return AiohttpDriver(aiohttp_apps.bare())
-
-
-def _aiohttp_sessions(url: str) -> Driver:
-    from bench.apps import aiohttp_apps
-
-    return AiohttpDriver(aiohttp_apps.redis_sessions(url))
-
-
-def _flask_bare(url: str) -> Driver:
-    from bench.apps import flask_apps
-
-    return WsgiDriver(flask_apps.bare())
-
-
-def _flask_sessionhub(url: str) -> Driver:
-    from bench.apps import flask_apps
-
-    return WsgiDriver(flask_apps.sessionhub(url))
-
-
-def _flask_session(url: str) -> Driver:
-    from bench.apps import flask_apps
-
-    return WsgiDriver(flask_apps.flask_session(url))
-
-
-def _django_bare(url: str) -> Driver:
-    from bench.apps import django_apps
-
-    return WsgiDriver(django_apps.bare(url))
-
-
-def _django_cache(url: str) -> Driver:
-    from bench.apps import django_apps
-
-    return WsgiDriver(django_apps.cache_sessions(url))
-
+_STARLETTE, _LITESTAR, _AIOHTTP = "starlette_apps", "litestar_apps", "aiohttp_apps"
+_FLASK, _DJANGO = "flask_apps", "django_apps"
 
 CONTENDERS = [
-    Contender("Starlette (bare)", ASYNC, "Starlette", None, _starlette_bare),
-    Contender("sessionhub · Starlette", ASYNC, "Starlette", "sessionhub", _starlette_sessionhub),
-    Contender("starsessions · Starlette", ASYNC, "Starlette", "starsessions", _starsessions),
-    Contender("Litestar (bare)", ASYNC, "Litestar", None, _litestar_bare),
-    Contender("Litestar server-side", ASYNC, "Litestar", "litestar", _litestar_sessions),
-    Contender("aiohttp (bare)", ASYNC, "aiohttp", None, _aiohttp_bare),
-    Contender(
-        "aiohttp-session", ASYNC, "aiohttp", "aiohttp-session", _aiohttp_sessions,
-        cookie="AIOHTTP_SESSION",
-    ),
-    Contender("Flask (bare)", SYNC, "Flask", None, _flask_bare),
-    Contender("sessionhub · Flask", SYNC, "Flask", "sessionhub", _flask_sessionhub),
-    Contender("Flask-Session", SYNC, "Flask", "Flask-Session", _flask_session),
-    Contender("Django (bare)", SYNC, "Django", None, _django_bare),
-    Contender(
-        "Django cache sessions", SYNC, "Django", "django", _django_cache, cookie="sessionid"
-    ),
+    Contender("Starlette (bare)", ASYNC, "Starlette", None, _app(_STARLETTE, "bare", AsgiDriver)),
+    Contender("sessionhub · Starlette", ASYNC, "Starlette", "sessionhub",
+              _app(_STARLETTE, "sessionhub", AsgiDriver)),
+    Contender("starsessions · Starlette", ASYNC, "Starlette", "starsessions",
+              _app(_STARLETTE, "starsessions", AsgiDriver)),
+    Contender("Litestar (bare)", ASYNC, "Litestar", None, _app(_LITESTAR, "bare", AsgiDriver)),
+    Contender("sessionhub · Litestar", ASYNC, "Litestar", "sessionhub",
+              _app(_LITESTAR, "sessionhub", AsgiDriver)),
+    Contender("Litestar server-side", ASYNC, "Litestar", "litestar",
+              _app(_LITESTAR, "server_side", AsgiDriver)),
+    Contender("aiohttp (bare)", ASYNC, "aiohttp", None, _app(_AIOHTTP, "bare", AiohttpDriver)),
+    Contender("aiohttp-session", ASYNC, "aiohttp", "aiohttp-session",
+              _app(_AIOHTTP, "redis_sessions", AiohttpDriver), cookie="AIOHTTP_SESSION"),
+    Contender("Flask (bare)", SYNC, "Flask", None, _app(_FLASK, "bare", WsgiDriver)),
+    Contender("sessionhub · Flask", SYNC, "Flask", "sessionhub",
+              _app(_FLASK, "sessionhub", WsgiDriver)),
+    Contender("Flask-Session", SYNC, "Flask", "Flask-Session",
+              _app(_FLASK, "flask_session", WsgiDriver)),
+    Contender("Django (bare)", SYNC, "Django", None, _app(_DJANGO, "bare", WsgiDriver)),
+    Contender("sessionhub · Django", SYNC, "Django", "sessionhub",
+              _app(_DJANGO, "sessionhub", WsgiDriver)),
+    Contender("Django cache sessions", SYNC, "Django", "django",
+              _app(_DJANGO, "cache_sessions", WsgiDriver), cookie="sessionid"),
 ]  # fmt: skip
 
 

@@ -10,7 +10,7 @@ import os
 from bench.apps import starlette_apps
 
 _BUILDERS = {
-    "Starlette (bare)": lambda url: starlette_apps.bare(),
+    "Starlette (bare)": starlette_apps.bare,
     "sessionhub · Starlette": starlette_apps.sessionhub,
     "starsessions · Starlette": starlette_apps.starsessions,
 }

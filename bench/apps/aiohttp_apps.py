@@ -37,7 +37,7 @@ def _app(middlewares: list[Any], with_sessions: bool) -> web.Application:
     return app
 
 
-def bare() -> web.Application:
+def bare(redis_url: str) -> web.Application:
     return _app([], False)
 
 

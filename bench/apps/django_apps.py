@@ -1,4 +1,5 @@
-"""Django: bare, and the cache session backend on Django's own RedisCache.
+"""Django: bare, sessionhub's engine and middleware, and the cache session
+backend on Django's own RedisCache.
 
 Django's settings are process-wide, so `configure` runs once; each app is a
 WSGIHandler built while MIDDLEWARE says what it should have.
@@ -59,6 +60,8 @@ def _configure(redis_url: str) -> None:
         },
         SESSION_ENGINE="django.contrib.sessions.backends.cache",
         SESSION_EXPIRE_AT_BROWSER_CLOSE=True,
+        # sessionhub's middleware brings its own engine; these are its settings
+        SESSIONHUB=sessionhub_settings(redis_url),
         USE_TZ=True,
     )
     import django
@@ -77,6 +80,16 @@ def _handler(redis_url: str, middleware: list[str]) -> Any:
 
 def bare(redis_url: str) -> Any:
     return _handler(redis_url, [])
+
+
+def sessionhub_settings(redis_url: str) -> dict[str, Any]:
+    from bench.apps.sessionhub_web import SETTINGS
+
+    return {**SETTINGS, "redis": {"url": redis_url}}
+
+
+def sessionhub(redis_url: str) -> Any:
+    return _handler(redis_url, ["sessionhub.web.django.SessionMiddleware"])
 
 
 def cache_sessions(redis_url: str) -> Any:

@@ -36,7 +36,7 @@ def _flask_session(kind: str) -> scenario.Session:
     return flask.session
 
 
-def bare() -> flask.Flask:
+def bare(redis_url: str) -> flask.Flask:
     return _app(scenario.bare_session)
 
 

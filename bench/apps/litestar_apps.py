@@ -33,8 +33,19 @@ def _app(with_sessions: bool, **options: Any) -> Litestar:
     )
 
 
-def bare() -> Litestar:
+def bare(redis_url: str) -> Litestar:
     return _app(False)
+
+
+def sessionhub(redis_url: str) -> Litestar:
+    from litestar.middleware import DefineMiddleware
+
+    from bench.apps.sessionhub_web import settings
+    from sessionhub.web.asgi import SessionMiddleware
+
+    return _app(
+        True, middleware=[DefineMiddleware(SessionMiddleware, settings=settings(redis_url))]
+    )
 
 
 def server_side(redis_url: str) -> Litestar:

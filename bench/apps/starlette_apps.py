@@ -34,7 +34,7 @@ def _app(get_session: GetSession, middleware: list[Middleware]) -> Starlette:
     return Starlette(routes=routes, middleware=middleware)
 
 
-def bare() -> Starlette:
+def bare(redis_url: str) -> Starlette:
     async def get_session(request: Request, kind: str) -> scenario.Session:
         return scenario.bare_session(kind)
 
