@@ -126,25 +126,19 @@ class SessionStore(SessionBase):
 
     def _get_session(self, no_load: bool = False) -> Session:
         self.accessed = True
-        cached: Session | None = self.__dict__.get("_session_cache")
-        if cached is None:
-            if self.session_key is None or no_load:
-                cached = runtime().manager.new_session()
-            else:
-                cached = self.load()
-            self._session_cache = cached
-        return cached
+        if "_session_cache" not in self.__dict__:
+            fresh = self.session_key is None or no_load
+            self._session_cache = runtime().manager.new_session() if fresh else self.load()
+        session: Session = self._session_cache
+        return session
 
     async def _aget_session(self, no_load: bool = False) -> Session:
         self.accessed = True
-        cached: Session | None = self.__dict__.get("_session_cache")
-        if cached is None:
-            if self.session_key is None or no_load:
-                cached = runtime().manager.new_session()
-            else:
-                cached = await self.aload()
-            self._session_cache = cached
-        return cached
+        if "_session_cache" not in self.__dict__:
+            fresh = self.session_key is None or no_load
+            self._session_cache = runtime().manager.new_session() if fresh else await self.aload()
+        session: Session = self._session_cache
+        return session
 
     _session = property(_get_session)
 
