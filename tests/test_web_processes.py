@@ -2,75 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.servers import RedisServer, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class AppServer:
-    """A uvicorn or gunicorn process on a free loopback port, configured by environment."""
-
-    def __init__(self, argv: list[str], port: int, env: dict[str, str], log: Path) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"app server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/anon", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError(f"app server did not answer: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+from tests.servers import RedisServer
+from tests.web_apps import AppServer, server_env
 
 
 @pytest.fixture
 def servers(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[str, str]]:
     redis_server.client().flushall()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SESSIONHUB_")},
-        "PYTHONPATH": str(ROOT),
-        "SESSIONHUB_STORE": "redis",
-        "SESSIONHUB_REDIS__URL": redis_server.url,
-        "SESSIONHUB_COOKIE__NAME": "shared_sid",
-    }
-    uvicorn_port, gunicorn_port = free_port(), free_port()
-    starlette = AppServer(
-        [sys.executable, "-m", "uvicorn", "--factory", "tests.web_apps:starlette_from_env",
-         "--host", "127.0.0.1", "--port", str(uvicorn_port), "--log-level", "warning"],
-        uvicorn_port, env, tmp_path / "uvicorn.log",
-    )  # fmt: skip
-    flask = AppServer(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{gunicorn_port}",
-         "--workers", "2", "--log-level", "warning", "tests.web_apps:flask_from_env()"],
-        gunicorn_port, env, tmp_path / "gunicorn.log",
-    )  # fmt: skip
+    env = server_env(store="redis", redis__url=redis_server.url, cookie__name="shared_sid")
+    starlette = AppServer.uvicorn("tests.web_apps:starlette_from_env", env, tmp_path / "uv.log")
+    flask = AppServer.gunicorn("tests.web_apps:flask_from_env()", env, tmp_path / "gunicorn.log")
     try:
         starlette.wait_ready()
         flask.wait_ready()

@@ -22,9 +22,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -53,6 +57,7 @@ from sessionhub.web.asgi import SessionMiddleware
 from sessionhub.web.fastapi import CurrentSession
 from sessionhub.web.wsgi import SessionMiddleware as WSGISessionMiddleware
 from sessionhub.web.wsgi import session_of
+from tests.servers import free_port
 
 #: Request headers; bytes values go on the wire as they are (any byte a client may send).
 Headers = dict[str, str | bytes]
@@ -460,7 +465,64 @@ def _call_wsgi(app: Any, method: str, path: str, query: str, headers: Headers) -
     return Reply(int(status[:3]), httpx.Headers(response_headers), content.decode())
 
 
-# -- for app servers: the apps configured from the environment alone -----------------------
+# -- app servers: real processes serving the apps, configured from the environment alone ---
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_env(**settings: str) -> dict[str, str]:
+    """This process's environment for an app server, with `settings` as SESSIONHUB_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONHUB_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update({f"SESSIONHUB_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
+class AppServer:
+    """A uvicorn or gunicorn process on a free loopback port, configured by environment."""
+
+    def __init__(self, argv: list[str], port: int, env: dict[str, str], log: Path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    @classmethod
+    def uvicorn(cls, factory: str, env: dict[str, str], log: Path) -> AppServer:
+        port = free_port()
+        argv = [sys.executable, "-m", "uvicorn", "--factory", factory,
+                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
+        return cls(argv, port, env, log)
+
+    @classmethod
+    def gunicorn(cls, app: str, env: dict[str, str], log: Path, workers: int = 2) -> AppServer:
+        port = free_port()
+        argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+                "--workers", str(workers), "--log-level", "warning", app]  # fmt: skip
+        return cls(argv, port, env, log)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"app server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/anon", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"app server did not answer: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def starlette_from_env() -> Any:
