@@ -292,7 +292,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
         for index, contender in enumerate(libraries):
             values = [extra(data, contender, kind) for kind in KINDS]
             positions = [k + index * width for k in range(len(KINDS))]
-            axis.bar(positions, values, width, label=contender.name)
+            mark = {"edgecolor": "black", "hatch": "//"} if contender.is_sessionhub else {}
+            axis.bar(positions, values, width, label=contender.name, **mark)
         floor = data["floors"][family]["median"]
         axis.axhline(floor, color="black", linestyle="--", linewidth=1, label="one raw round trip")
         axis.set_xticks([k + 0.4 - width / 2 for k in range(len(KINDS))])
