@@ -36,6 +36,7 @@ from .manager import AsyncSessionManager, Lifecycle, SessionManager
 from .policy import Timeouts
 from .stores.memory import MemoryStore
 from .stores.redis import AsyncRedisStore, RedisStore
+from .web.binding import ClientBinding
 from .web.flow import SessionFlow
 from .web.resolvers import (
     CompositeResolver,
@@ -92,6 +93,8 @@ class Settings(BaseSettings):
     degrade_when_unavailable: bool = False
     #: Key of the id digests (handles); set it to make handles unlinkable to ids.
     digest_key: SecretStr | None = None
+    #: Compare a logged-in session's client with the one it logged in from (off by default).
+    client_binding: ClientBinding = Field(default_factory=ClientBinding)
 
     _memory: MemoryStore | None = PrivateAttr(default=None)
 
@@ -207,6 +210,7 @@ class Settings(BaseSettings):
             cache_control=self.cache_control,
             clear_site_data=self.clear_site_data,
             retry_after=self.retry_after,
+            binding=self.client_binding,
         )
 
 
@@ -230,7 +234,12 @@ def nest(flat: Mapping[str, Any], prefix: str = "SESSIONHUB_") -> dict[str, Any]
 def _misspelt_variables(environ: Mapping[str, str]) -> list[str]:
     """``SESSIONHUB_COOKIE_NAME``-like variables: one underscore short, so otherwise ignored."""
     present = {name.upper() for name in environ}
-    sections = {"cookie": CookiePolicy, "redis": RedisSettings, "timeouts": Timeouts}
+    sections = {
+        "cookie": CookiePolicy,
+        "redis": RedisSettings,
+        "timeouts": Timeouts,
+        "client_binding": ClientBinding,
+    }
     problems = []
     for section, kind in sections.items():
         names = kind.model_fields if kind is RedisSettings else _dataclass_fields(kind)

@@ -21,6 +21,7 @@ from ..config import Settings
 from ..errors import StoreUnavailable
 from ..manager import AsyncSessionManager
 from ..session import Session
+from .binding import ClientSignals
 from .flow import PlainResponse, SessionFlow, merge_headers
 from .resolvers import Presented
 
@@ -74,12 +75,15 @@ class SessionMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        presented = self.flow.read_id(_ScopeHeaders(scope["headers"]))
+        headers = _ScopeHeaders(scope["headers"])
+        presented = self.flow.read_id(headers)
+        seen = self.flow.binding.observe(headers, _peer(scope))
         try:
             session = await self.manager.load(presented.value if presented else None)
         except StoreUnavailable as exc:
             await self._refuse(scope, send, self.flow.unavailable(exc))
             return
+        self.flow.binding.check(session, seen)
         scope["session"] = session
         if scope["type"] == "websocket":
             with self.flow.bound(session):
@@ -94,7 +98,7 @@ class SessionMiddleware:
                 return
             if message["type"] == "http.response.start":
                 try:
-                    message = await self._finish(scope, session, presented, message)
+                    message = await self._finish(scope, session, presented, seen, message)
                 except StoreUnavailable as exc:
                     replaced = True
                     await self._refuse(scope, send, self.flow.unavailable(exc))
@@ -105,10 +109,16 @@ class SessionMiddleware:
             await self.app(scope, receive, send_with_session)
 
     async def _finish(
-        self, scope: Scope, session: Session, presented: Presented | None, start: Message
+        self,
+        scope: Scope,
+        session: Session,
+        presented: Presented | None,
+        seen: ClientSignals | None,
+        start: Message,
     ) -> Message:
         """The response start, once the session is committed and its headers added."""
         session = _adopt_replacement(scope, session)
+        self.flow.binding.record(session, seen)
         commit = self.flow.should_commit(start["status"])
         outcome = await self.manager.commit(session) if commit else None
         ours = self.flow.response_headers(presented, session, outcome)
@@ -144,6 +154,12 @@ class _ScopeHeaders:
             return None
         # HTTP/2 may split the Cookie header; it is rejoined with "; " (RFC 9113 8.2.3).
         return "; ".join(values) if name == "cookie" else values[0]
+
+
+def _peer(scope: Scope) -> str | None:
+    """The address the connection comes from (None over a Unix socket)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def _adopt_replacement(scope: Scope, session: Session) -> Session:

@@ -49,6 +49,7 @@ from ..errors import StoreUnavailable
 from ..manager import AsyncSessionManager, Outcome, SessionManager
 from ..policy import Timeouts
 from ..session import Session
+from .binding import ClientSignals
 from .flow import PlainResponse, SessionFlow
 from .resolvers import Presented
 
@@ -116,6 +117,7 @@ class SessionStore(SessionBase):
         self._told: Outcome | None = None  # the last commit the client must hear of
         self._failure: StoreUnavailable | None = None
         self.presented: Presented | None = None  # set by sessionhub's middleware
+        self.seen: ClientSignals | None = None  # likewise (client binding)
 
     # -- the data: a sessionhub Session where Django keeps a dict ------------------
 
@@ -157,6 +159,7 @@ class SessionStore(SessionBase):
             raise
 
     def _loaded(self, session: Session) -> Session:
+        runtime().flow.binding.check(session, self.seen)
         if session.is_new:
             self._session_key = None  # unknown or expired: never adopted
         return session
@@ -267,6 +270,7 @@ class SessionStore(SessionBase):
         principal = session.get(SESSION_KEY)
         if isinstance(principal, str) and principal and principal != session.principal:
             session.login(principal, now=runtime().manager.lifecycle.clock())
+        runtime().flow.binding.record(session, self.seen)
         return session.id is not None
 
     def _settle(
@@ -315,9 +319,11 @@ class SessionMiddleware(MiddlewareMixin):
         runtime()  # settings errors show at start-up, not at the first request
 
     def process_request(self, request: HttpRequest) -> None:
-        presented = runtime().flow.read_id(request.headers)
+        flow = runtime().flow
+        presented = flow.read_id(request.headers)
         store = SessionStore(presented.value if presented else None)
         store.presented = presented
+        store.seen = flow.binding.observe(request.headers, request.META.get("REMOTE_ADDR"))
         request.session = store
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

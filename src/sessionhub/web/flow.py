@@ -4,13 +4,15 @@ Each integration (ASGI, WSGI, Flask, Quart, Django) runs the same steps:
 
 1. ``presented = flow.read_id(headers)``: the id the request presents, if any;
 2. ``session = manager.load(presented.value if presented else None)``: no
-   store call without an id, one round trip with one;
+   store call without an id, one round trip with one; then
+   ``flow.binding.check(session, seen)``, where ``seen =
+   flow.binding.observe(headers, peer)`` (client binding, off by default);
 3. the application runs with the session where its framework expects it,
    inside ``flow.bound(session)`` (the id is then
    `sessionhub.propagation.current_session_id()`);
-4. when the response starts: ``manager.commit(session)`` if
-   ``flow.should_commit(status)``, then ``flow.response_headers(...)`` merged
-   into the response's own with `merge_headers`.
+4. when the response starts: ``flow.binding.record(session, seen)`` and
+   ``manager.commit(session)`` if ``flow.should_commit(status)``, then
+   ``flow.response_headers(...)`` merged into the response's own with `merge_headers`.
 
 A `StoreUnavailable` from step 2 or 4 is answered with ``flow.unavailable(exc)``:
 a short plain-text 503 with Retry-After. Sync and async integrations differ only
@@ -29,6 +31,7 @@ from ..errors import StoreUnavailable
 from ..manager import Outcome
 from ..propagation import bind_session_id
 from ..session import Session
+from .binding import ClientBinding
 from .resolvers import CookieResolver, HeaderSource, IdResolver, Presented
 
 __all__ = ["PlainResponse", "SessionFlow", "merge_headers"]
@@ -56,6 +59,7 @@ class SessionFlow:
     (None: leave the application's). `clear_site_data` lists the
     ``Clear-Site-Data`` directives sent when a session ends (logout), e.g.
     ``("cache", "storage")``. `retry_after` is the 503's Retry-After, in seconds.
+    `binding` compares logged-in sessions' clients (`sessionhub.web.binding`).
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class SessionFlow:
         cache_control: str | None = "no-store",
         clear_site_data: Sequence[str] = (),
         retry_after: int = 1,
+        binding: ClientBinding | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if retry_after < 0:
@@ -73,6 +78,7 @@ class SessionFlow:
         self.cache_control = cache_control
         self.clear_site_data = ", ".join(f'"{directive}"' for directive in clear_site_data)
         self.retry_after = retry_after
+        self.binding = binding or ClientBinding()
         self.clock = clock
 
     def read_id(self, headers: HeaderSource) -> Presented | None:

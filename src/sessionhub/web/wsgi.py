@@ -60,11 +60,14 @@ class SessionMiddleware:
         self.flow = flow
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        presented = self.flow.read_id(_EnvironHeaders(environ))
+        headers = _EnvironHeaders(environ)
+        presented = self.flow.read_id(headers)
+        seen = self.flow.binding.observe(headers, environ.get("REMOTE_ADDR"))
         try:
             session = self.manager.load(presented.value if presented else None)
         except StoreUnavailable as exc:
             return _send(self.flow.unavailable(exc), start_response)
+        self.flow.binding.check(session, seen)
         environ[ENVIRON_KEY] = session
         ours: list[tuple[str, str]] | None = None
         refused: list[PlainResponse] = []  # the 503 that replaced the application's response
@@ -75,6 +78,7 @@ class SessionMiddleware:
             nonlocal ours
             if ours is None:  # the first call commits; a later one (with exc_info) reuses it
                 try:
+                    self.flow.binding.record(session, seen)
                     commit = self.flow.should_commit(int(status[:3]))
                     outcome = self.manager.commit(session) if commit else None
                 except StoreUnavailable as exc:
