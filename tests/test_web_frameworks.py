@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -99,6 +100,29 @@ def test_remember_me_gives_a_lasting_cookie() -> None:
     [header] = reply.set_cookies()
     assert "Max-Age=1209600" in header
     assert "Expires=" in header
+
+
+def test_a_remembered_session_s_cookie_follows_its_sliding_expiry() -> None:
+    async def write(request: Request) -> Response:
+        session: Session = request.session  # type: ignore[assignment]
+        session["user"] = "u1"
+        if "remember" in request.query_params:
+            session.remember(idle=3600)
+        return PlainTextResponse("ok")
+
+    async def read(request: Request) -> Response:
+        return JSONResponse(dict(request.session))
+
+    settings = Settings.load(timeouts={"idle": 60, "refresh_share": 0})  # every read slides
+    app = starlette_app(settings, Route("/write", write), Route("/read", read))
+    remembered = cookie_value(asgi_call(app, "GET", "/write?remember=1"))
+    ordinary = cookie_value(asgi_call(app, "GET", "/write"))
+    time.sleep(0.01)
+    slid = asgi_call(app, "GET", "/read", {"Cookie": f"session={remembered}"})
+    [header] = slid.set_cookies()
+    assert header.startswith(f"session={remembered}; Path=/; Max-Age=3600; Expires=")
+    # An ordinary session's browser-session cookie has nothing to update.
+    assert asgi_call(app, "GET", "/read", {"Cookie": f"session={ordinary}"}).set_cookies() == []
 
 
 def test_the_app_s_own_headers_are_merged() -> None:

@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -250,6 +251,17 @@ def test_an_attacker_chosen_id_is_not_adopted(open_client: OpenClient, store: re
     assert len(session_keys(store)) == 1
     planted_again = client.get("/read", headers={"Cookie": f"session={planted}"})
     assert planted_again.json()["data"] == {}
+
+
+def test_ids_in_the_url_are_ignored(open_client: OpenClient) -> None:
+    client = open_client(resolvers=["cookie", "header"])
+    client.post("/write", key="private", value="yes")
+    stored = client.cookie
+    assert stored is not None
+    client.cookie = None
+    for name in ("session", "sessionid", "X-Session-Id", "sid"):
+        reply = client.get("/read?" + urlencode({name: stored}))
+        assert reply.json()["data"] == {}
 
 
 def garbage_ids(count: int) -> list[str]:

@@ -395,9 +395,12 @@ class Client:
             response = self._loop.run_until_complete(
                 self._async.request(method, url, headers=raw, params=params)
             )
+            self._async.cookies.clear()  # cookies are kept by hand, above
             reply = Reply(response.status_code, response.headers, response.text)
         else:
-            reply = _call_wsgi(self.app, method, url, urlencode(params), sent)
+            path, _, query = url.partition("?")
+            query = "&".join(part for part in (query, urlencode(params)) if part)
+            reply = _call_wsgi(self.app, method, path, query, sent)
         self._keep_cookie(reply)
         return reply
 
