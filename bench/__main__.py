@@ -172,12 +172,12 @@ def _parse() -> argparse.Namespace:
     args = parser.parse_args()
     quick = args.quick
     # many short batches: each contender's samples spread over the whole run
-    args.rounds = 2 if quick else 20
-    args.batch = 100 if quick else 120
+    args.rounds = 2 if quick else 40
+    args.batch = 100
     args.usage_requests = 50 if quick else 200
     args.scale = [1_000, 20_000] if quick else [1_000, 100_000, 1_000_000]
     args.scale_rounds = 1 if quick else 6
-    args.e2e_seconds = 2 if quick else 6
+    args.e2e_seconds = 2 if quick else 8
     args.e2e_warmup = 1 if quick else 2
     args.floor_rounds = 2 if quick else 6
     args.ladder_rounds = 2 if quick else 10
