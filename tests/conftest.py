@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import hypothesis
 import pytest
 import redis
 import redis.asyncio
 
 from tests.servers import RedisServer
+
+# Property tests run against real servers on a shared machine: no per-example
+# deadline. Under CI=true the examples are derandomized (the same every run);
+# each test bounds its own number of examples (tests/test_fuzz.py).
+hypothesis.settings.register_profile("dev", deadline=None)
+hypothesis.settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+hypothesis.settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
 
 
 class CountingConnection(redis.Connection):

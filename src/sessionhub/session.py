@@ -87,9 +87,17 @@ class Session(MutableMapping[str, JSON]):
             attribute = attribute_name(name)
             session._values[attribute] = codec.decode(raw, attribute, binding)
             session._stored[attribute] = raw
-        principal = session._meta_fields.get(PRINCIPAL)
-        if principal is not None and not isinstance(loads(principal), str):
+        # Metadata is checked now, so that a damaged record fails the load (a new
+        # session) and not a property read or a commit later on.
+        meta = session._meta_fields
+        if PRINCIPAL in meta and not isinstance(loads(meta[PRINCIPAL]), str):
             raise RecordError("principal is not a string")
+        if AUTH_TIME in meta and not (meta[AUTH_TIME].isdigit() and len(meta[AUTH_TIME]) <= 15):
+            raise RecordError("auth time is not a number")
+        if CLIENT_INFO in meta and not isinstance(loads(meta[CLIENT_INFO]), dict):
+            raise RecordError("client info is not an object")
+        if BINDING in meta and not meta[BINDING].isascii():
+            raise RecordError("binding is not ASCII")
         return session
 
     # -- the mapping --------------------------------------------------------
