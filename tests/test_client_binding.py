@@ -23,6 +23,7 @@ from sessionhub.web.binding import (
     forwarded_for,
     network_of,
 )
+from tests.log_records import Records, recording
 from tests.servers import RedisServer
 from tests.test_web_scenarios import warm_up
 from tests.web_apps import KINDS, Client, RoundTrips
@@ -61,30 +62,10 @@ def open_client(kind: str, redis_server: RedisServer) -> Iterator[OpenClient]:
         client.close()
 
 
-class Records(logging.Handler):
-    """What the "sessionhub" logger emits (caplog's handler on the root logger does not
-    survive Litestar, which configures logging when its app is made)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self) -> list[str]:
-        return [record.getMessage() for record in self.records]
-
-
 @pytest.fixture
 def log() -> Iterator[Records]:
-    logger = logging.getLogger("sessionhub")
-    handler, level = Records(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with recording("sessionhub") as records:
+        yield records
 
 
 def client_from(user_agent: str, address: str) -> dict[str, str | bytes]:

@@ -41,6 +41,10 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # What may appear in a Domain or Path attribute without breaking the header.
 _ATTRIBUTE_VALUE = re.compile(r"[\x21-\x3a\x3c-\x7e]*")  # visible ASCII but ';'
 _EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
+# What browsers keep: a cookie's name and value together up to 4096 bytes, an
+# attribute value (Domain, Path) up to 1024 (RFC 6265bis 5.6); beyond, it is dropped.
+_MAX_NAME_AND_VALUE = 4096
+_MAX_ATTRIBUTE_VALUE = 1024
 
 
 class HeaderSource(Protocol):
@@ -108,6 +112,16 @@ class CookiePolicy:
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.name):
             raise ValueError(f"cookie name {self.name!r} is not a valid cookie name")
+        if len(self.name) + 1 + MAX_ID_LENGTH > _MAX_NAME_AND_VALUE:
+            raise ValueError(
+                f"cookie name of {len(self.name)} characters: with an id it would pass "
+                f"the {_MAX_NAME_AND_VALUE} bytes browsers keep"
+            )
+        for attribute in (self.domain, self.path):
+            if attribute is not None and len(attribute) > _MAX_ATTRIBUTE_VALUE:
+                raise ValueError(
+                    f"cookie domain and path are at most {_MAX_ATTRIBUTE_VALUE} characters"
+                )
         same_site = str(self.same_site).lower()
         if same_site not in ("lax", "strict", "none"):
             raise ValueError(f"same_site must be Lax, Strict or None, not {self.same_site!r}")
