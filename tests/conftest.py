@@ -9,7 +9,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from tests.servers import RedisServer
+from tests.servers import RedisCluster, RedisServer
 
 # Property tests run against real servers on a shared machine: no per-example
 # deadline. Under CI=true the examples are derandomized (the same every run);
@@ -68,3 +68,11 @@ async def async_redis_client(redis_server: RedisServer) -> AsyncIterator[redis.a
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-primary Cluster shared by the tests that flush it themselves."""
+    cluster = RedisCluster(primaries=3).start()
+    yield cluster
+    cluster.cleanup()

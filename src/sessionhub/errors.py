@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SessionError", "StoreUnavailable"]
+__all__ = ["LoginRefused", "SessionError", "StoreUnavailable"]
 
 
 class SessionError(Exception):
@@ -18,3 +18,16 @@ class StoreUnavailable(SessionError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class LoginRefused(SessionError):
+    """A login would exceed the principal's session limit (policy "refuse").
+
+    Raised by `commit`; nothing was stored, and the session stays as it was
+    before `login` (still anonymous, its other changes still pending).
+    """
+
+    def __init__(self, principal: str, max_sessions: int) -> None:
+        super().__init__(f"{principal!r} already has {max_sessions} sessions, the most allowed")
+        self.principal = principal
+        self.max_sessions = max_sessions

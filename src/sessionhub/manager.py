@@ -1,4 +1,5 @@
-"""The session lifecycle: load, create, commit, rotate, invalidate.
+"""The session lifecycle: load, create, commit, rotate, invalidate; and the
+per-user operations: list a user's sessions, end them.
 
 The rules live once, in `Lifecycle`, as generators that *yield* store
 operations and receive their results (no I/O here). `SessionManager` runs them
@@ -17,14 +18,35 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .codec import Codec, CodecError, JsonCodec
-from .errors import StoreUnavailable
-from .ids import IdScheme, SessionRef
+from .errors import LoginRefused, StoreUnavailable
+from .events import Reason
+from .ids import IdScheme, SessionRef, is_handle
 from .policy import FlushMode, Timeouts
 from .record import BINDING, PRINCIPAL, Delta, Meta, Record, RecordError
 from .session import Session
-from .stores.base import Apply, AsyncStore, Create, Delete, Operation, Read, Rotate, Store
+from .stores.base import (
+    LIMIT_REACHED,
+    Apply,
+    AsyncStore,
+    Create,
+    Delete,
+    EndSessions,
+    ListSessions,
+    Operation,
+    Read,
+    Rotate,
+    Store,
+)
+from .users import SessionInfo, SessionLimit, UserRef
 
-__all__ = ["AsyncSessionManager", "Lifecycle", "Outcome", "SessionManager"]
+__all__ = [
+    "AsyncSessionManager",
+    "Lifecycle",
+    "Outcome",
+    "SessionManager",
+    "arun_steps",
+    "run_steps",
+]
 
 logger = logging.getLogger("sessionhub")
 
@@ -52,7 +74,8 @@ class Lifecycle:
 
     `degrade_when_unavailable`: when the store cannot be reached, go on with an
     empty session that is never stored (and log a warning) instead of raising
-    `StoreUnavailable`.
+    `StoreUnavailable`. `session_limit`: the most sessions one principal may
+    have at once, and what a login beyond it does.
     """
 
     def __init__(
@@ -63,8 +86,10 @@ class Lifecycle:
         codec: Codec | None = None,
         clock: Callable[[], float] = time.time,
         degrade_when_unavailable: bool = False,
+        session_limit: SessionLimit | None = None,
     ) -> None:
         self.degrade = degrade_when_unavailable
+        self.session_limit = session_limit
         self.timeouts = timeouts or Timeouts()
         self.ids = ids or IdScheme()
         self.codec: Codec = codec or JsonCodec()
@@ -139,18 +164,25 @@ class Lifecycle:
     def _commit(self, session: Session) -> Steps[Outcome]:
         ended = False
         if session._doomed is not None:
-            yield Delete(session._doomed.handle)
+            yield Delete(session._doomed.handle, self._now(), Reason.LOGOUT)
             logger.info("session ended", extra={"session_handle": session._doomed.handle})
             session._doomed = None
             ended = True
         ref = session._ref
+        principal = session._pending_principal()
+        if principal is not None:
+            # Names the user's index: the store's scripts find it in the record.
+            session._bind_user(self.ids.principal_digest(principal).encode())
         if ref is None:
-            return (yield from self._create(session, ended))
+            return (yield from self._create(session, ended, principal))
         delta = session._delta()
         now = self._now()
         if session._rotate:
             new_ref = self.ids.new(self._shard(session, ref.shard))
-            meta = yield Rotate(ref.handle, new_ref.handle, delta or Delta(), now)
+            limit = self.session_limit if principal is not None else None
+            meta = yield Rotate(ref.handle, new_ref.handle, delta or Delta(), now, limit)
+            if meta is LIMIT_REACHED:
+                raise self._refused(session, principal)
             if meta is None:
                 return self._gone(session, ref)
             session._committed(new_ref, meta, delta)
@@ -164,7 +196,7 @@ class Lifecycle:
         session._committed(ref, meta, delta)
         return self._outcome(session, send=expiry_moved and session.persistent)
 
-    def _create(self, session: Session, ended: bool) -> Steps[Outcome]:
+    def _create(self, session: Session, ended: bool, principal: str | None) -> Steps[Outcome]:
         fields = session._fields()
         attributes = any(name[:1] != b"!" for name in fields)
         if not attributes and PRINCIPAL not in fields:
@@ -180,8 +212,11 @@ class Lifecycle:
         meta.version = 1
         record = Record(meta, fields)
         ref = self.ids.new(self._shard(session, None))
-        while not (yield Create(ref.handle, record)):
+        limit = self.session_limit if principal is not None else None
+        while not (stored := (yield Create(ref.handle, record, limit))):
             ref = self.ids.new(ref.shard)  # 2^-256 odds; but never share a record
+        if stored is LIMIT_REACHED:
+            raise self._refused(session, principal)
         logger.info("session created", extra={"session_handle": ref.handle})
         session._committed(ref, meta, None)
         return self._outcome(session, send=True)
@@ -189,6 +224,11 @@ class Lifecycle:
     def _shard(self, session: Session, current: str | None) -> str | None:
         principal = session.principal
         return self.ids.shard_of(principal) if principal is not None else current
+
+    def _refused(self, session: Session, principal: str | None) -> LoginRefused:
+        session._cancel_login()
+        limit = self.session_limit.max_sessions if self.session_limit else 0
+        return LoginRefused(principal or "", limit)
 
     def _gone(self, session: Session, ref: SessionRef) -> Outcome:
         logger.info(
@@ -201,12 +241,67 @@ class Lifecycle:
     def _outcome(session: Session, *, send: bool) -> Outcome:
         return Outcome(session.id, send, session.expires_at, session.persistent)
 
+    # -- the sessions of one user ------------------------------------------------
+
+    def user(self, principal: str) -> UserRef:
+        """What the store knows `principal` by; ValueError if it is not a principal."""
+        if not isinstance(principal, str) or not principal:
+            raise ValueError("principal must be a non-empty string")
+        ids = self.ids
+        return UserRef(principal, ids.shard_of(principal), ids.principal_digest(principal))
+
+    def sessions_of(self, principal: str) -> Steps[list[SessionInfo]]:
+        """The live sessions `principal` is logged in with, oldest login first."""
+        user = self.user(principal)
+        sessions: list[SessionInfo] = yield ListSessions(user, self._now())
+        return sessions
+
+    def end_sessions(
+        self,
+        principal: str,
+        *,
+        except_current: Session | str | None = None,
+        reason: Reason | None = None,
+    ) -> Steps[list[str]]:
+        """End every session of `principal` but `except_current` (a session or handle).
+
+        The reason defaults to `user-ended` when a current session is kept (the
+        user asked, from it: "log out everywhere else") and to `admin` otherwise.
+        Returns the handles of the sessions ended.
+        """
+        user = self.user(principal)
+        keep = except_current.handle if isinstance(except_current, Session) else except_current
+        if keep is not None and not is_handle(keep):
+            raise ValueError("except_current must be a Session or a session handle")
+        if reason is None:
+            reason = Reason.USER_ENDED if except_current is not None else Reason.ADMIN
+        ended: list[str] = yield EndSessions(user, self._now(), Reason(reason), keep)
+        return ended
+
+    def end_session(
+        self, handle: str, *, principal: str | None = None, reason: Reason = Reason.ADMIN
+    ) -> Steps[bool]:
+        """End the session `handle` names; with `principal`, only if it is one of theirs.
+
+        Pass `principal` whenever the handle comes from a user (a "my devices"
+        page): a user can then end only their own sessions. True if it ended.
+        """
+        if not isinstance(handle, str) or not is_handle(handle):
+            raise ValueError("not a session handle")
+        now = self._now()
+        if principal is not None:
+            sessions: list[SessionInfo] = yield ListSessions(self.user(principal), now)
+            if handle not in {each.handle for each in sessions}:
+                return False
+        ended: bool = yield Delete(handle, now, Reason(reason))
+        return ended
+
 
 # The two drivers: each sends the lifecycle's operations to a store and feeds
 # back the result -- or the exception, so the rules can handle store failures.
 
 
-def _run(steps: Steps[T], store: Store) -> T:
+def run_steps(steps: Steps[T], store: Store) -> T:
     try:
         operation = next(steps)
         while True:
@@ -220,7 +315,7 @@ def _run(steps: Steps[T], store: Store) -> T:
         return done.value  # type: ignore[no-any-return]
 
 
-async def _arun(steps: Steps[T], store: AsyncStore) -> T:
+async def arun_steps(steps: Steps[T], store: AsyncStore) -> T:
     try:
         operation = next(steps)
         while True:
@@ -253,13 +348,35 @@ class SessionManager:
         return self._watch(self.lifecycle.new_session())
 
     def load(self, session_id: str | None) -> Session:
-        return self._watch(_run(self.lifecycle.load(session_id), self.store))
+        return self._watch(run_steps(self.lifecycle.load(session_id), self.store))
 
     def commit(self, session: Session) -> Outcome:
-        return _run(self.lifecycle.commit(session), self.store)
+        return run_steps(self.lifecycle.commit(session), self.store)
 
     def login(self, session: Session, principal: str) -> None:
         session.login(principal, now=self.lifecycle.clock())
+
+    def sessions_of(self, principal: str) -> list[SessionInfo]:
+        """The live sessions of `principal`, oldest login first."""
+        return run_steps(self.lifecycle.sessions_of(principal), self.store)
+
+    def end_sessions(
+        self,
+        principal: str,
+        *,
+        except_current: Session | str | None = None,
+        reason: Reason | None = None,
+    ) -> list[str]:
+        """Log `principal` out everywhere (but `except_current`); the handles ended."""
+        steps = self.lifecycle.end_sessions(principal, except_current=except_current, reason=reason)
+        return run_steps(steps, self.store)
+
+    def end_session(
+        self, handle: str, *, principal: str | None = None, reason: Reason = Reason.ADMIN
+    ) -> bool:
+        """End one session by its handle (only one of `principal`'s, if given)."""
+        steps = self.lifecycle.end_session(handle, principal=principal, reason=reason)
+        return run_steps(steps, self.store)
 
     def _watch(self, session: Session) -> Session:
         if self.flush_mode is FlushMode.IMMEDIATE:
@@ -297,16 +414,38 @@ class AsyncSessionManager:
         return self._watch(self.lifecycle.new_session())
 
     async def load(self, session_id: str | None) -> Session:
-        return self._watch(await _arun(self.lifecycle.load(session_id), self.store))
+        return self._watch(await arun_steps(self.lifecycle.load(session_id), self.store))
 
     async def commit(self, session: Session) -> Outcome:
         pending, session._pending_flush = session._pending_flush, None
         if pending is not None:
             await pending
-        return await _arun(self.lifecycle.commit(session), self.store)
+        return await arun_steps(self.lifecycle.commit(session), self.store)
 
     def login(self, session: Session, principal: str) -> None:
         session.login(principal, now=self.lifecycle.clock())
+
+    async def sessions_of(self, principal: str) -> list[SessionInfo]:
+        """The live sessions of `principal`, oldest login first."""
+        return await arun_steps(self.lifecycle.sessions_of(principal), self.store)
+
+    async def end_sessions(
+        self,
+        principal: str,
+        *,
+        except_current: Session | str | None = None,
+        reason: Reason | None = None,
+    ) -> list[str]:
+        """Log `principal` out everywhere (but `except_current`); the handles ended."""
+        steps = self.lifecycle.end_sessions(principal, except_current=except_current, reason=reason)
+        return await arun_steps(steps, self.store)
+
+    async def end_session(
+        self, handle: str, *, principal: str | None = None, reason: Reason = Reason.ADMIN
+    ) -> bool:
+        """End one session by its handle (only one of `principal`'s, if given)."""
+        steps = self.lifecycle.end_session(handle, principal=principal, reason=reason)
+        return await arun_steps(steps, self.store)
 
     def _watch(self, session: Session) -> Session:
         if self.flush_mode is FlushMode.IMMEDIATE:
@@ -319,6 +458,6 @@ class AsyncSessionManager:
         async def flush() -> Outcome:
             if previous is not None:
                 await previous
-            return await _arun(self.lifecycle.commit(session), self.store)
+            return await arun_steps(self.lifecycle.commit(session), self.store)
 
         session._pending_flush = asyncio.get_running_loop().create_task(flush())

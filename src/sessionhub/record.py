@@ -12,7 +12,7 @@ The first line holds, in milliseconds since the epoch: created, last access,
 idle timeout, absolute deadline; then the version. Every further line is a
 *field*: its name, a tab, and its value. Attribute names are JSON strings (so
 they start with a quote and can hold any character); names starting with "!"
-are metadata (principal, auth time, client info, binding). Values are the
+are metadata (principal, auth time, client info, binding, user digest). Values are the
 codec's output and never contain a newline, so a line is a field.
 
 Why a string and not a hash: for a typical session (a user id and a small
@@ -36,6 +36,7 @@ __all__ = [
     "BINDING",
     "CLIENT_INFO",
     "PRINCIPAL",
+    "USER",
     "Delta",
     "Meta",
     "Record",
@@ -51,6 +52,8 @@ PRINCIPAL = b"!p"
 AUTH_TIME = b"!a"
 CLIENT_INFO = b"!c"
 BINDING = b"!b"
+#: The principal's digest: names the user's index key (the Redis scripts read it).
+USER = b"!u"
 
 
 class RecordError(ValueError):

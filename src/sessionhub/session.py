@@ -31,6 +31,7 @@ from .record import (
     BINDING,
     CLIENT_INFO,
     PRINCIPAL,
+    USER,
     Delta,
     Meta,
     Record,
@@ -296,6 +297,23 @@ class Session(MutableMapping[str, JSON]):
         self.accessed = True
         self._meta_changes[name] = value
         self._changed()
+
+    def _pending_principal(self) -> str | None:
+        """The principal a pending login binds, if any."""
+        raw = self._meta_changes.get(PRINCIPAL)
+        if raw is None or raw == self._meta_fields.get(PRINCIPAL):
+            return None
+        return str(loads(raw))
+
+    def _bind_user(self, digest: bytes) -> None:
+        """Record the pending login's user digest (part of the login: no flush of its own)."""
+        self._meta_changes[USER] = digest
+
+    def _cancel_login(self) -> None:
+        """Drop a pending login (refused): the session stays as it was before it."""
+        for name in (PRINCIPAL, AUTH_TIME, USER):
+            self._meta_changes.pop(name, None)
+        self._rotate = False
 
     def _changed(self) -> None:
         if self._on_change is not None:

@@ -3,34 +3,85 @@
 The lifecycle (`sessionhub.manager`) never does I/O. It yields these
 operations; a store carries each out and returns its result:
 
-==========  ===================================================  ======================
-operation   effect                                               result
-==========  ===================================================  ======================
-`Read`      return the record, refreshing its idle expiry        `Record` or None
-            when `refresh_share` of it has passed
-`Create`    store a new record, unless the handle exists         True if stored
-`Apply`     merge a `Delta` into an existing record              new `Meta`, or None if
-                                                                 the session is gone
-`Rotate`    like `Apply`, then move the record to a new handle   new `Meta`, or None
-`Delete`    remove the record                                    True if it existed
-==========  ===================================================  ======================
+================  ===============================================  ======================
+operation         effect                                           result
+================  ===============================================  ======================
+`Read`            return the record, refreshing its idle expiry    `Record` or None
+                  when `refresh_share` of it has passed
+`Create`          store a new record, unless the handle exists     True if stored, or
+                                                                   `LIMIT_REACHED`
+`Apply`           merge a `Delta` into an existing record          new `Meta`, or None if
+                                                                   the session is gone
+`Rotate`          like `Apply`, then move the record to a new      new `Meta`, None, or
+                  handle                                           `LIMIT_REACHED`
+`Delete`          remove the record                                True if it existed
+`ListSessions`    the live sessions of one principal               list of `SessionInfo`
+`EndSessions`     delete all sessions of a principal but `keep`    handles ended
+`Sweep`           report every tracked session that expired        how many expired
+`HoldLease`       take or renew a named lease for `token`          True if held
+`ReleaseLease`    give the lease up if `token` holds it            None
+================  ===============================================  ======================
 
 No operation may bring back a session that is gone: `Apply` and `Rotate` on a
 missing record change nothing and return None. Every operation must be safe to
 retry after a lost reply (a retried `Rotate` whose first attempt succeeded
-returns the new record's `Meta`).
+returns the new record's `Meta`; a retried `Create` of the same record returns
+True).
+
+**Users.** A record with a principal (`!p`) is *logged in*: it is in that
+principal's index (ordered by login time, `!a`) until it is deleted or
+expires, so `ListSessions` and `EndSessions` find it. A `Create` or `Rotate`
+that binds a principal (its record or delta sets `!p`) carries the
+`SessionLimit`, if any: with the principal already at the limit it ends the
+oldest sessions (reason `limit`) or changes nothing and returns
+`LIMIT_REACHED`, atomically with the check.
+
+**Events.** A store reports every change to its `listeners`
+(`sessionhub.events.Listeners`) as `Event`s: `created` (and `authenticated`
+when the record has a principal) for `Create`; `authenticated` for a
+`Rotate` whose delta sets the principal, else `rotated`; `deleted` with the
+`Reason` for `Delete` (nothing when the record was already gone), for each
+session `EndSessions` ends and for each session a limit pushes out; `expired`
+from `Sweep` for each tracked session whose time has passed. Events of
+anonymous sessions are reported only when the store tracks them
+(`anonymous_events=True`); each expired session is reported once.
 
 Times are milliseconds since the epoch, from the application's clock.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
+from ..events import Reason
 from ..record import Delta, Record
+from ..users import SessionLimit, UserRef
 
-__all__ = ["AsyncStore", "Create", "Delete", "Operation", "Read", "Rotate", "Store"]
+__all__ = [
+    "LIMIT_REACHED",
+    "AsyncStore",
+    "Create",
+    "Delete",
+    "EndSessions",
+    "HoldLease",
+    "ListSessions",
+    "Operation",
+    "Read",
+    "ReleaseLease",
+    "Rotate",
+    "Store",
+    "Sweep",
+]
+
+
+class Refusal(enum.Enum):
+    LIMIT_REACHED = "limit reached"
+
+
+#: What `Create` and `Rotate` return when a session limit refuses the login.
+LIMIT_REACHED = Refusal.LIMIT_REACHED
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +95,7 @@ class Read:
 class Create:
     handle: str
     record: Record
+    limit: SessionLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +111,61 @@ class Rotate:
     new_handle: str
     delta: Delta
     now: int
+    limit: SessionLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Delete:
     handle: str
+    now: int
+    reason: Reason = Reason.LOGOUT
 
 
-Operation: TypeAlias = Read | Create | Apply | Rotate | Delete
+@dataclass(frozen=True, slots=True)
+class ListSessions:
+    user: UserRef
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndSessions:
+    user: UserRef
+    now: int
+    reason: Reason
+    keep: str | None = None  # a handle to leave alone (the current session)
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    now: int
+    batch: int = 500  # the most sessions handled per shard per store call
+
+
+@dataclass(frozen=True, slots=True)
+class HoldLease:
+    name: str
+    token: str
+    ttl: int  # ms
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLease:
+    name: str
+    token: str
+
+
+Operation: TypeAlias = (
+    Read
+    | Create
+    | Apply
+    | Rotate
+    | Delete
+    | ListSessions
+    | EndSessions
+    | Sweep
+    | HoldLease
+    | ReleaseLease
+)
 
 
 class Store(Protocol):

@@ -1,5 +1,9 @@
 """The Lua scripts, loaded once and called by SHA.
 
+Each script is its own file in `lua/`, preceded by the libraries it uses:
+`record.lua` (the record format) and `track.lua` (the books kept next to the
+records: user indexes, expiry schedules, event streams).
+
 A script that Redis has forgotten (after `SCRIPT FLUSH`, a restart or a
 failover to a replica that never saw it) is sent again in full with `EVAL`,
 which also caches it: one extra round trip, once.
@@ -11,7 +15,18 @@ import hashlib
 from dataclasses import dataclass
 from importlib.resources import files
 
-__all__ = ["APPLY", "READ", "ROTATE", "Script"]
+__all__ = [
+    "APPLY",
+    "CREATE",
+    "DELETE",
+    "END_SESSIONS",
+    "LEASE",
+    "LIST",
+    "READ",
+    "ROTATE",
+    "SWEEP",
+    "Script",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +36,19 @@ class Script:
     sha: str
 
 
-def _load(name: str) -> Script:
+def _load(name: str, libraries: tuple[str, ...] = ("record", "track")) -> Script:
     folder = files(__package__) / "lua"
-    source = (folder / "record.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+    parts = [(folder / f"{part}.lua").read_text() for part in (*libraries, name)]
+    source = "\n".join(parts)
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
 
 
 READ = _load("read")
 APPLY = _load("apply")
+CREATE = _load("create")
 ROTATE = _load("rotate")
+DELETE = _load("delete")
+LIST = _load("list")
+END_SESSIONS = _load("end_sessions")
+SWEEP = _load("sweep")
+LEASE = _load("lease", libraries=())

@@ -1,16 +1,24 @@
 """The Redis store: standalone, Sentinel or Cluster, sync or asyncio.
 
-Key layout (`ns` is the namespace, "sh" unless set)::
+Key layout (`ns` is the namespace, "sh" unless set; `tag` a shard's hash tag)::
 
-    {ns}:s:{<tag>}<digest>     one session record (a string), native TTL
+    {ns}:s:{tag}<digest>   one session record (a string), native TTL
+    {ns}:u:{tag}<user>     a user's index: zset digest -> login time; TTL = its
+                           longest-lived session's
+    {ns}:x:{tag}           the shard's expiry schedule: zset member -> expiry
+    {ns}:e:{tag}           the shard's event stream (MAXLEN ~ stream_length)
+    {ns}:lease:<name>      a lease (the expiry sweep's)
 
 The braces are a Cluster hash tag. Each of the 64 shards has a tag chosen so
 that shard i hashes into slots [256 i, 256 i + 256): the shards spread evenly
-over any split of the slot range into contiguous parts, as Cluster makes. Every operation is
-one round trip (a command or a script called by SHA); the only exception is
-a login that moves a session to another shard on a Cluster, where old and new
-keys live in different slots and the move takes three (read, create, delete;
-both ids are valid for at most the last one).
+over any split of the slot range into contiguous parts, as Cluster makes. A
+logged-in session lives in its principal's shard, so its record, its user's
+index, and its shard's schedule and stream share one slot and every script
+stays single-slot. Every operation is one round trip (a command or a script
+called by SHA); the exceptions are a login that moves a session to another
+shard on a Cluster, where old and new keys live in different slots and the
+move takes three (read, create, delete; both ids are valid for at most the
+last one), and the sweep, which takes one per shard.
 
 How each operation maps to Redis is written once, in `RedisCommands`, as
 generators of calls; `RedisStore` and `AsyncRedisStore` only send them.
@@ -18,8 +26,10 @@ generators of calls; `RedisStore` and `AsyncRedisStore` only send them.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import string
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +42,47 @@ from redis import exceptions as redis_errors
 from redis.crc import key_slot
 
 from ...errors import StoreUnavailable
+from ...events import EventType, Listeners, event_from_fields
 from ...ids import SHARD_ALPHABET
-from ...record import Delta, Meta, apply, format_record, parse_record
-from ..base import Apply, Create, Delete, Operation, Read, Rotate
-from .scripts import APPLY, READ, ROTATE, Script
+from ...record import (
+    PRINCIPAL,
+    Delta,
+    Meta,
+    Record,
+    RecordError,
+    apply,
+    format_record,
+    parse_record,
+)
+from ...users import SessionInfo, SessionLimit, UserRef, session_info
+from ..base import (
+    LIMIT_REACHED,
+    Apply,
+    Create,
+    Delete,
+    EndSessions,
+    HoldLease,
+    ListSessions,
+    Operation,
+    Read,
+    ReleaseLease,
+    Rotate,
+    Sweep,
+)
+from .scripts import (
+    APPLY,
+    CREATE,
+    DELETE,
+    END_SESSIONS,
+    LEASE,
+    LIST,
+    READ,
+    ROTATE,
+    SWEEP,
+    Script,
+)
 
-__all__ = ["AsyncRedisStore", "RedisCommands", "RedisStore"]
+__all__ = ["SLOT_TAGS", "AsyncRedisStore", "Call", "Calls", "Pause", "RedisCommands", "RedisStore"]
 
 # Errors that mean "Redis is not there right now" (down, slow, failing over),
 # as opposed to a bug: they become StoreUnavailable.
@@ -80,25 +125,65 @@ class Call:
     script: Script | None = None
 
 
-Calls = Generator[Call, Any, Any]
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait this long before the next call (a poll with nothing to read)."""
+
+    seconds: float
+
+
+# A failed call is thrown into the generator, which may handle it.
+Calls = Generator[Call | Pause, Any, Any]
+
+
+#: What a key holds for a short while after its young session was ended (see track.lua).
+_ENDED = b"!"
+
+
+def _live(blob: bytes | None) -> bytes | None:
+    return None if blob == _ENDED else blob
 
 
 def _meta(reply: list[bytes] | None) -> Meta | None:
-    return None if reply is None else Meta(*map(int, reply))
+    return Meta(*map(int, reply)) if reply else None
 
 
-def _delta_args(delta: Delta, now: int) -> list[Any]:
-    args: list[Any] = [
+def _listing(user: UserRef, rows: list[list[bytes]]) -> list[SessionInfo]:
+    found = []
+    for digest, head, auth_time, client in rows:
+        try:
+            meta = parse_record(head).meta
+        except RecordError:
+            continue  # not a record: the session's own reads report it
+        handle = user.shard + digest.decode()
+        found.append(session_info(handle, user.principal, meta, auth_time or None, client or None))
+    return found
+
+
+def _delta_head(delta: Delta, now: int) -> list[Any]:
+    return [
         now,
         "" if delta.idle is None else delta.idle,
         "" if delta.deadline is None else delta.deadline,
         "1" if delta.clear else "0",
     ]
+
+
+def _delta_changes(delta: Delta) -> list[Any]:
+    args: list[Any] = []
     for name, value in delta.sets.items():
         args += (name, value)
     for name in delta.deletes:
         args += (name, b"")
     return args
+
+
+def _limit_args(limit: SessionLimit | None) -> tuple[Any, str]:
+    return ("", "") if limit is None else (limit.max_sessions, limit.policy.value)
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _spread_tags() -> dict[str, str]:
@@ -118,54 +203,150 @@ SLOT_TAGS = _spread_tags()
 
 
 class RedisCommands:
-    """What each store operation sends to Redis (no I/O)."""
+    """What each store operation sends to Redis (no I/O).
 
-    def __init__(self, namespace: str = "sh", *, cluster: bool = False) -> None:
+    `anonymous_events`: track sessions without a principal too (schedule
+    entries, events). `stream_length`: the approximate length each shard's
+    event stream is trimmed to; 0 publishes no stream (listeners only).
+    """
+
+    def __init__(
+        self,
+        namespace: str = "sh",
+        *,
+        cluster: bool = False,
+        anonymous_events: bool = False,
+        stream_length: int = 10_000,
+        listeners: Listeners | None = None,
+    ) -> None:
         if not namespace or any(c in namespace for c in "{} "):
             raise ValueError("namespace must be non-empty, without braces or spaces")
+        if stream_length < 0:
+            raise ValueError("stream_length must be 0 (no stream) or more")
         self.namespace = namespace
         self.cluster = cluster
+        self.listeners = listeners or Listeners()
+        self._settings = (stream_length, "1" if anonymous_events else "0")
 
     def key(self, handle: str) -> str:
         return f"{self.namespace}:s:{{{SLOT_TAGS[handle[0]]}}}{handle[1:]}"
+
+    def index_key(self, user: UserRef) -> str:
+        return f"{self.namespace}:u:{{{SLOT_TAGS[user.shard]}}}{user.digest}"
+
+    def schedule_key(self, shard: str) -> str:
+        return f"{self.namespace}:x:{{{SLOT_TAGS[shard]}}}"
+
+    def stream_key(self, shard: str) -> str:
+        return f"{self.namespace}:e:{{{SLOT_TAGS[shard]}}}"
+
+    def stream_keys(self) -> list[str]:
+        return [self.stream_key(shard) for shard in SHARD_ALPHABET]
+
+    def lease_key(self, name: str) -> str:
+        return f"{self.namespace}:lease:{name}"
 
     def steps(self, operation: Operation) -> Calls:
         match operation:
             case Read(handle, now, share):
                 blob = yield Call((1, self.key(handle), now, share), READ)
                 return None if blob is None else parse_record(blob)
-            case Create(handle, record):
-                ttl = record.meta.expires - record.meta.created
-                stored = yield Call(
-                    ("SET", self.key(handle), format_record(record), "NX", "PX", ttl)
+            case Create(handle, record, limit):
+                meta = record.meta
+                status = yield from self._create(
+                    handle, record, meta.created, meta.expires - meta.created, limit
                 )
-                return bool(stored)
+                return LIMIT_REACHED if status < 0 else status == 1
             case Apply(handle, delta, now):
-                reply = yield Call((1, self.key(handle), *_delta_args(delta, now)), APPLY)
-                return _meta(reply)
-            case Rotate(handle, new_handle, delta, now):
+                args = (*_delta_head(delta, now), *_delta_changes(delta))
+                return _meta((yield Call((1, self.key(handle), *args), APPLY)))
+            case Rotate(handle, new_handle, delta, now, limit):
                 if self.cluster and SLOT_TAGS[handle[0]] != SLOT_TAGS[new_handle[0]]:
-                    return (yield from self._move(handle, new_handle, delta, now))
+                    return (yield from self._move(handle, new_handle, delta, now, limit))
                 keys = (self.key(handle), self.key(new_handle))
-                reply = yield Call((2, *keys, *_delta_args(delta, now)), ROTATE)
-                return _meta(reply)
-            case Delete(handle):
-                return bool((yield Call(("DEL", self.key(handle)))))
+                args = (*_delta_head(delta, now), handle, new_handle, *self._settings)
+                args += (*_limit_args(limit), *_delta_changes(delta))
+                status, meta, _ = yield from self._script(ROTATE, keys, args)
+                return LIMIT_REACHED if status < 0 else _meta(meta or None)
+            case Delete(handle, now, reason):
+                return (yield from self._delete(handle, now, reason.value)) == 1
+            case ListSessions(user, now):
+                rows = yield Call((1, self.index_key(user)), LIST)
+                return _listing(user, rows)
+            case EndSessions(user, now, reason, keep):
+                kept = keep[1:] if keep and keep[0] == user.shard else ""
+                args = (user.shard, now, reason.value, kept, *self._settings)
+                _, digests, _ = yield from self._script(END_SESSIONS, (self.index_key(user),), args)
+                return [user.shard + digest.decode() for digest in digests]
+            case Sweep(now, batch):
+                return (yield from self._sweep(now, batch))
+            case HoldLease(name, token, ttl):
+                return bool((yield Call((1, self.lease_key(name), token, ttl), LEASE)))
+            case ReleaseLease(name, token):
+                yield Call((1, self.lease_key(name), token, ""), LEASE)
+                return None
         raise TypeError(f"unknown operation {operation!r}")
 
-    def _move(self, handle: str, new_handle: str, delta: Delta, now: int) -> Calls:
+    def _script(self, script: Script, keys: tuple[str, ...], args: tuple[Any, ...]) -> Calls:
+        """Run a script that reports events: its status, result and events (sent on)."""
+        status, result, raw = yield Call((len(keys), *keys, *args), script)
+        events = [event_from_fields(_pairs(each)) for each in raw]
+        self.listeners.emit(events)
+        return status, result, events
+
+    def _create(
+        self,
+        handle: str,
+        record: Record,
+        now: int,
+        ttl: int,
+        limit: SessionLimit | None,
+        event: EventType = EventType.CREATED,
+        previous: str = "",
+    ) -> Calls:
+        args = (handle, now, ttl, *self._settings, *_limit_args(limit), event.value, previous)
+        keys = (self.key(handle),)
+        status, _, _ = yield from self._script(CREATE, keys, (*args, format_record(record)))
+        return status
+
+    def _delete(self, handle: str, now: int, reason: str) -> Calls:
+        args = (handle, now, reason, *self._settings)
+        status, _, _ = yield from self._script(DELETE, (self.key(handle),), args)
+        return status
+
+    def _move(
+        self, handle: str, new_handle: str, delta: Delta, now: int, limit: SessionLimit | None
+    ) -> Calls:
         """Rotate across Cluster slots: create the new key, then delete the old."""
-        old_key, new_key = self.key(handle), self.key(new_handle)
-        blob = yield Call(("GET", old_key))
+        blob = _live((yield Call(("GET", self.key(handle)))))
         if blob is None:
-            moved = yield Call(("GET", new_key))  # a retry of a move that happened
+            # A retry of a move that happened?
+            moved = _live((yield Call(("GET", self.key(new_handle)))))
             return None if moved is None else parse_record(moved).meta
         record = apply(parse_record(blob), delta, now)
         ttl = record.meta.expires - now
-        if ttl > 0:
-            yield Call(("SET", new_key, format_record(record), "NX", "PX", ttl))
-        yield Call(("DEL", old_key))
-        return record.meta if ttl > 0 else None
+        if ttl <= 0:
+            yield Call(("DEL", self.key(handle)))  # timed out: the sweep reports it
+            return None
+        login = PRINCIPAL in delta.sets
+        event = EventType.AUTHENTICATED if login else EventType.ROTATED
+        limit = limit if login else None
+        status = yield from self._create(new_handle, record, now, ttl, limit, event, handle)
+        if status < 0:
+            return LIMIT_REACHED
+        yield from self._delete(handle, now, "")  # moved, not ended: no event
+        return record.meta if status == 1 else None
+
+    def _sweep(self, now: int, batch: int) -> Calls:
+        expired = 0
+        for shard in SHARD_ALPHABET:
+            handled = batch
+            while handled >= batch:  # a full batch: there may be more
+                args = (shard, now, batch, self._settings[0])
+                key = (self.schedule_key(shard),)
+                handled, _, events = yield from self._script(SWEEP, key, args)
+                expired += len(events)
+        return expired
 
 
 def _is_cluster(client: Any) -> bool:
@@ -194,21 +375,44 @@ def _command(client: Any, *args: Any) -> Any:
 
 
 class RedisStore:
-    """A store on a `redis.Redis` (or `redis.cluster.RedisCluster`) client."""
+    """A store on a `redis.Redis` (or `redis.cluster.RedisCluster`) client.
+
+    `anonymous_events` and `stream_length`: see `RedisCommands`. Events this
+    process causes also go to `listeners`.
+    """
 
     def __init__(
-        self, client: redis.Redis | redis.cluster.RedisCluster, *, namespace: str = "sh"
+        self,
+        client: redis.Redis | redis.cluster.RedisCluster,
+        *,
+        namespace: str = "sh",
+        anonymous_events: bool = False,
+        stream_length: int = 10_000,
     ) -> None:
         _check_client(client)
         self.client = client
-        self.commands = RedisCommands(namespace, cluster=_is_cluster(client))
+        self.commands = RedisCommands(
+            namespace,
+            cluster=_is_cluster(client),
+            anonymous_events=anonymous_events,
+            stream_length=stream_length,
+        )
+        self.listeners = self.commands.listeners
 
     def execute(self, operation: Operation) -> Any:
-        steps = self.commands.steps(operation)
+        return self.run(self.commands.steps(operation))
+
+    def run(self, steps: Calls) -> Any:
+        """Send the calls `steps` yields, feeding back each reply (or error)."""
         try:
             call = next(steps)
             while True:
-                call = steps.send(self._send(call))
+                try:
+                    reply = self._send(call)
+                except redis_errors.RedisError as exc:
+                    call = steps.throw(exc)
+                else:
+                    call = steps.send(reply)
         except StopIteration as done:
             return done.value
         except _UNAVAILABLE as exc:
@@ -216,7 +420,10 @@ class RedisStore:
                 raise
             raise _unavailable(exc) from exc
 
-    def _send(self, call: Call) -> Any:
+    def _send(self, call: Call | Pause) -> Any:
+        if isinstance(call, Pause):
+            time.sleep(call.seconds)
+            return None
         if call.script is None:
             return _command(self.client, *call.args)
         try:
@@ -233,17 +440,33 @@ class AsyncRedisStore:
         client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
         *,
         namespace: str = "sh",
+        anonymous_events: bool = False,
+        stream_length: int = 10_000,
     ) -> None:
         _check_client(client)
         self.client = client
-        self.commands = RedisCommands(namespace, cluster=_is_cluster(client))
+        self.commands = RedisCommands(
+            namespace,
+            cluster=_is_cluster(client),
+            anonymous_events=anonymous_events,
+            stream_length=stream_length,
+        )
+        self.listeners = self.commands.listeners
 
     async def aexecute(self, operation: Operation) -> Any:
-        steps = self.commands.steps(operation)
+        return await self.arun(self.commands.steps(operation))
+
+    async def arun(self, steps: Calls) -> Any:
+        """Send the calls `steps` yields, feeding back each reply (or error)."""
         try:
             call = next(steps)
             while True:
-                call = steps.send(await self._send(call))
+                try:
+                    reply = await self._send(call)
+                except redis_errors.RedisError as exc:
+                    call = steps.throw(exc)
+                else:
+                    call = steps.send(reply)
         except StopIteration as done:
             return done.value
         except _UNAVAILABLE as exc:
@@ -251,7 +474,10 @@ class AsyncRedisStore:
                 raise
             raise _unavailable(exc) from exc
 
-    async def _send(self, call: Call) -> Any:
+    async def _send(self, call: Call | Pause) -> Any:
+        if isinstance(call, Pause):
+            await asyncio.sleep(call.seconds)
+            return None
         if call.script is None:
             return await _command(self.client, *call.args)
         try:

@@ -1,6 +1,7 @@
 -- Merge a commit into an existing session; never recreate a missing one.
+-- A session that timed out meanwhile stays in the schedule: the sweep reports it.
 -- KEYS[1] session; ARGV: now, idle|'', deadline|'', clear '1'|'0', name, value...
-local blob = redis.call('GET', KEYS[1])
+local blob = get_record(KEYS[1])
 if not blob then
   return false
 end
@@ -13,4 +14,6 @@ if ttl <= 0 then
   return false
 end
 redis.call('SET', KEYS[1], merged, 'PX', ttl)
+local b, digest = books(KEYS[1])
+retrack(b, digest, merged, tonumber(ARGV[1]), ttl)
 return meta

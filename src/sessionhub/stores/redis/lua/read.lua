@@ -1,6 +1,7 @@
--- Read a session and, when due, push its idle expiry forward.
+-- Read a session and, when due, push its idle expiry forward (and the
+-- session's entries in the books with it).
 -- KEYS[1] session; ARGV[1] now (ms); ARGV[2] refresh share of the idle timeout.
-local blob = redis.call('GET', KEYS[1])
+local blob = get_record(KEYS[1])
 if not blob then
   return false
 end
@@ -18,5 +19,7 @@ if accessed < now and now - accessed >= idle * tonumber(ARGV[2]) then
   blob = fmt(created) .. ' ' .. fmt(now) .. ' ' .. fmt(idle) .. ' ' .. fmt(deadline) .. ' '
     .. fmt(version) .. (body ~= '' and '\n' .. body or '')
   redis.call('SET', KEYS[1], blob, 'PX', ttl)
+  local b, digest = books(KEYS[1])
+  retrack(b, digest, blob, now, ttl)
 end
 return blob

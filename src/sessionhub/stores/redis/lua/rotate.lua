@@ -1,25 +1,51 @@
 -- Merge a commit and move the session to a new key, in one step.
--- KEYS[1] old key, KEYS[2] new key; ARGV as for apply.lua.
-local blob = redis.call('GET', KEYS[1])
+-- KEYS[1] old key, KEYS[2] new key. ARGV: now, idle|'', deadline|'', clear,
+-- old handle, new handle, maxlen, anonymous, limit ('' for none), limit
+-- policy, then name/value pairs as for apply.lua. A change that sets the
+-- principal is a login: it is checked against the limit and reported as
+-- 'authenticated'. Returns { 1 moved | 0 gone | -1 limit reached, meta, events }.
+local blob = get_record(KEYS[1])
 if not blob then
   -- Gone, or this is a retry of a rotation that already happened.
-  local moved = redis.call('GET', KEYS[2])
-  if not moved then
-    return false
-  end
-  local created, accessed, idle, deadline, version = header(moved)
+  local moved = get_record(KEYS[2])
+  local created, accessed, idle, deadline, version = header(moved or '')
   if not created then
-    return false
+    return { 0, {}, {} }
   end
-  return { fmt(created), fmt(accessed), fmt(idle), fmt(deadline), fmt(version) }
+  return { 1, { fmt(created), fmt(accessed), fmt(idle), fmt(deadline), fmt(version) }, {} }
 end
-local merged, meta, ttl = merge(blob, tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4] == '1', 5)
+local now = tonumber(ARGV[1])
+local merged, meta, ttl = merge(blob, now, ARGV[2], ARGV[3], ARGV[4] == '1', 11)
 if not merged then
   return redis.error_reply('SESSIONHUB malformed record')
 end
-redis.call('DEL', KEYS[1])
 if ttl <= 0 then
-  return false
+  -- Timed out meanwhile: left in the schedule, so the sweep reports it.
+  redis.call('DEL', KEYS[1])
+  return { 0, {}, {} }
 end
+local login = false
+for i = 11, #ARGV, 2 do
+  if ARGV[i] == '!p' and ARGV[i + 1] ~= '' then
+    login = true
+  end
+end
+local old, old_digest = books(KEYS[1])
+local new, new_digest = books(KEYS[2])
+local opts = { maxlen = tonumber(ARGV[7]), anonymous = ARGV[8] }
+local user = field(merged, '!u')
+local index = user and index_key(new, user)
+if login and index and ARGV[9] ~= '' then
+  if not make_room(new, opts, string.sub(ARGV[6], 1, 1), index, now, tonumber(ARGV[9]), ARGV[10]) then
+    return { -1, {}, events }
+  end
+end
+redis.call('DEL', KEYS[1])
+local old_index = untrack(old, old_digest, blob)
 redis.call('SET', KEYS[2], merged, 'PX', ttl)
-return meta
+track(new, opts, new_digest, merged, now, ttl)
+if old_index and old_index ~= index then
+  settle(old, old_index)
+end
+report(new, opts, login and 'authenticated' or 'rotated', ARGV[6], now, merged, { 'o', ARGV[5] })
+return { 1, meta, events }

@@ -1,0 +1,10 @@
+-- End one session. KEYS[1] record. ARGV: handle, now, reason ('' to end it
+-- without an event: the second half of a move across slots), maxlen, anonymous.
+-- Returns { 1 ended | 0 already gone, {}, events }.
+local b, digest = books(KEYS[1])
+local opts = { maxlen = tonumber(ARGV[4]), anonymous = ARGV[5] }
+local ended, index = finish(b, opts, string.sub(ARGV[1], 1, 1), digest, tonumber(ARGV[2]), ARGV[3])
+if index then
+  settle(b, index)
+end
+return { ended and 1 or 0, {}, events }
