@@ -36,7 +36,7 @@ from sessionhub.stores.redis.consumer import EventReader
 from sessionhub.stores.redis.store import RedisCommands
 from sessionhub.users import SessionLimit
 from tests.servers import RedisCluster, RedisServer, free_port
-from tests.users_kit import REDIS_KINDS, Kit, async_client, flush
+from tests.users_kit import REDIS_KINDS, Kit, Kits, async_client, flush
 
 SHORT = Timeouts(idle=0.3, absolute=60)
 # Generous: the machine is shared; what is asserted is "well within 5 s".
@@ -58,16 +58,9 @@ def server(kind: str, request: pytest.FixtureRequest) -> RedisServer | RedisClus
 
 
 @pytest.fixture
-def make_kit(kind: str, server: RedisServer | RedisCluster) -> Iterator[Callable[..., Kit]]:
-    kits: list[Kit] = []
-
-    def make(**options: object) -> Kit:
-        kits.append(Kit(kind, server, **options))  # type: ignore[arg-type]
-        return kits[-1]
-
-    yield make
-    for kit in kits:
-        kit.close()
+def make_kit(kind: str, server: RedisServer | RedisCluster) -> Iterator[Kits]:
+    with Kits(kind, server) as kits:
+        yield kits
 
 
 def log_in_users(kit: Kit, count: int, prefix: str = "user") -> set[str]:
@@ -89,7 +82,7 @@ def expired(events: list[Event]) -> list[Event]:
 
 
 def test_a_group_started_after_the_expiry_receives_every_expired_event_once(
-    make_kit: Callable[..., Kit],
+    make_kit: Kits,
 ) -> None:
     kit = make_kit(timeouts=SHORT)
     handles = log_in_users(kit, 100)
@@ -112,7 +105,17 @@ def test_a_group_started_after_the_expiry_receives_every_expired_event_once(
         assert kit.consumer(group, "reader-2").read_all() == []
 
 
-def test_a_crash_between_read_and_ack_redelivers(make_kit: Callable[..., Kit]) -> None:
+def test_expired_events_name_principals_of_any_shape(make_kit: Kits) -> None:
+    kit = make_kit(timeouts=SHORT)
+    principals = ['Zoë "the admin"', "tab\tand\nnewline", "😀", "x" * 300]
+    handles = {kit.handle(kit.login(principal)): principal for principal in principals}
+    time.sleep(0.4)
+    kit.worker().tick()
+    for found in (expired(kit.events), expired(kit.consumer("g", "c").read_all())):
+        assert {e.handle: e.principal for e in found} == handles
+
+
+def test_a_crash_between_read_and_ack_redelivers(make_kit: Kits) -> None:
     kit = make_kit(timeouts=SHORT)
     handles = log_in_users(kit, 100)
     time.sleep(0.5)
@@ -137,7 +140,7 @@ def test_a_crash_between_read_and_ack_redelivers(make_kit: Callable[..., Kit]) -
     assert kit.consumer("other-group", "x").read_all() != []  # untouched by the acks
 
 
-def test_expired_events_arrive_within_the_bound(make_kit: Callable[..., Kit]) -> None:
+def test_expired_events_arrive_within_the_bound(make_kit: Kits) -> None:
     kit = make_kit(timeouts=SHORT)
     consumer = kit.consumer("live", "reader", start="$")
     consumer.read(block=0)  # the group exists before anything happens
@@ -163,7 +166,7 @@ def test_expired_events_arrive_within_the_bound(make_kit: Callable[..., Kit]) ->
 
 
 def test_two_instances_sweeping_report_each_expiry_once(
-    kind: str, server: RedisServer | RedisCluster, make_kit: Callable[..., Kit]
+    kind: str, server: RedisServer | RedisCluster, make_kit: Kits
 ) -> None:
     kit = make_kit(timeouts=SHORT)
     handles = log_in_users(kit, 100)
@@ -201,7 +204,7 @@ def test_two_instances_sweeping_report_each_expiry_once(
 
 
 def test_the_lease_moves_on_when_the_sweeping_instance_dies(
-    make_kit: Callable[..., Kit],
+    make_kit: Kits,
 ) -> None:
     kit = make_kit(timeouts=SHORT)
     first = kit.worker(interval=0.1, lease_ttl=0.4)
@@ -219,7 +222,7 @@ def test_the_lease_moves_on_when_the_sweeping_instance_dies(
 
 @pytest.mark.parametrize("sweeping", [True, False])
 def test_index_keys_of_1000_users_disappear_after_their_sessions_expire(
-    make_kit: Callable[..., Kit], sweeping: bool
+    make_kit: Kits, sweeping: bool
 ) -> None:
     idle = 3.0  # long enough to log 1,000 users in on a busy machine
     kit = make_kit(timeouts=Timeouts(idle=idle, absolute=60))
@@ -241,7 +244,7 @@ def test_index_keys_of_1000_users_disappear_after_their_sessions_expire(
 
 
 def test_expired_entries_leave_the_index_of_a_user_still_logged_in(
-    make_kit: Callable[..., Kit],
+    make_kit: Kits,
 ) -> None:
     kit = make_kit(timeouts=Timeouts(idle=0.4, absolute=60, refresh_share=0.1))
     busy, idle = kit.login("alice"), kit.login("alice")
@@ -269,7 +272,7 @@ def _raw(kit: Kit) -> redis.Redis | redis.cluster.RedisCluster:
     return kit.server.client()
 
 
-def test_listeners_and_the_stream_tell_the_same_story(make_kit: Callable[..., Kit]) -> None:
+def test_listeners_and_the_stream_tell_the_same_story(make_kit: Kits) -> None:
     kit = make_kit(timeouts=SHORT, anonymous_events=True, session_limit=SessionLimit(1))
     session = kit.load(kit.anonymous())
     session.rotate()
@@ -315,7 +318,7 @@ def test_the_streams_stay_bounded(redis_server: RedisServer) -> None:
 
 
 def test_no_stream_when_its_length_is_zero(
-    kind: str, server: RedisServer | RedisCluster, make_kit: Callable[..., Kit]
+    kind: str, server: RedisServer | RedisCluster, make_kit: Kits
 ) -> None:
     kit = make_kit(stream_length=0)
     kit.login("alice")
@@ -324,7 +327,7 @@ def test_no_stream_when_its_length_is_zero(
 
 
 def test_a_retried_create_does_not_bring_back_a_session_ended_meanwhile(
-    make_kit: Callable[..., Kit],
+    make_kit: Kits,
 ) -> None:
     kit = make_kit(session_limit=SessionLimit(1))
     first = kit.login("alice")

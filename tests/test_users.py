@@ -21,13 +21,13 @@ from tests.conftest import (
 )
 from tests.harness import FakeClock
 from tests.servers import RedisCluster, RedisServer
-from tests.users_kit import KINDS, Kit, flush
+from tests.users_kit import KINDS, Kit, Kits
 
-MakeKit = Callable[..., Kit]
+MakeKit = Kits
 
 
 @pytest.fixture(params=KINDS)
-def make_kit(request: pytest.FixtureRequest) -> Iterator[MakeKit]:
+def make_kit(request: pytest.FixtureRequest) -> Iterator[Kits]:
     """Builds kits of one kind on a clean store; closes them after the test."""
     kind: str = request.param
     server: RedisServer | RedisCluster | None = None
@@ -35,17 +35,8 @@ def make_kit(request: pytest.FixtureRequest) -> Iterator[MakeKit]:
         server = request.getfixturevalue("redis_server")
     elif kind.startswith("cluster"):
         server = request.getfixturevalue("redis_cluster")
-    if server is not None:
-        flush(server)
-    kits: list[Kit] = []
-
-    def make(**options: object) -> Kit:
-        kits.append(Kit(kind, server, **options))  # type: ignore[arg-type]
-        return kits[-1]
-
-    yield make
-    for kit in kits:
-        kit.close()
+    with Kits(kind, server) as kits:
+        yield kits
 
 
 @pytest.fixture
@@ -134,6 +125,27 @@ def test_bad_input_is_refused_and_changes_nothing(kit: Kit, call: Callable[[Kit]
         call(kit)
     assert all(kit.alive(i) for i in ids)
     assert len(kit.sessions_of("alice")) == 2
+
+
+def test_an_unknown_reason_is_refused(kit: Kit) -> None:
+    session_id = kit.login("alice")
+    with pytest.raises(ValueError, match="bogus"):
+        kit.end_session(kit.handle(session_id), reason="bogus")
+    with pytest.raises(ValueError, match="bogus"):
+        kit.end_sessions("alice", reason="bogus")
+    assert kit.alive(session_id)
+
+
+@pytest.mark.parametrize(
+    "principal", ['Zoë "the admin" <zoe@example.com>', "tab\tand\nnewline", "😀", "x" * 300]
+)
+def test_principals_of_any_shape(kit: Kit, principal: str) -> None:
+    first, second = kit.login(principal, agent="a"), kit.login(principal, agent="b")
+    listed = kit.sessions_of(principal)
+    assert [each.principal for each in listed] == [principal, principal]
+    assert {e.principal for e in kit.events} == {principal}  # as the scripts reported it
+    assert kit.end_sessions(principal, except_current=kit.load(second)) == [kit.handle(first)]
+    assert kit.events[-1].principal == principal
 
 
 def test_logout_leaves_the_index(kit: Kit) -> None:
@@ -247,24 +259,23 @@ def test_invalid_limits_are_refused() -> None:
         SessionLimit(2, "sometimes")  # type: ignore[arg-type]
 
 
+def _anonymous_life(kit: Kit) -> None:
+    """Create, rotate, end an anonymous session."""
+    session = kit.load(kit.anonymous())
+    session.rotate()
+    kit.commit(session)
+    session.invalidate()
+    kit.commit(session)
+
+
 def test_anonymous_sessions_are_not_tracked_unless_asked(make_kit: MakeKit) -> None:
     quiet = make_kit(clock=FakeClock())
-    session_id = quiet.anonymous()
-    session = quiet.load(session_id)
-    session.rotate()
-    quiet.commit(session)
-    session.invalidate()
-    quiet.commit(session)
+    _anonymous_life(quiet)
     assert quiet.events == []
     if quiet.is_redis:
         assert quiet.keys() == []  # no schedule, no stream: nothing but records
     tracked = make_kit(clock=FakeClock(), anonymous_events=True)
-    session_id = tracked.anonymous()
-    session = tracked.load(session_id)
-    session.rotate()
-    tracked.commit(session)
-    session.invalidate()
-    tracked.commit(session)
+    _anonymous_life(tracked)
     kinds = [e.type for e in tracked.events]
     assert kinds == [EventType.CREATED, EventType.ROTATED, EventType.DELETED]
     assert tracked.events[1].previous == tracked.events[0].handle

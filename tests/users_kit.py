@@ -189,6 +189,28 @@ class Kit:
             self.loop.close()
 
 
+class Kits:
+    """Builds kits of one kind on a server (flushed first); closes them all at the end."""
+
+    def __init__(self, kind: str, server: RedisServer | RedisCluster | None) -> None:
+        self.kind = kind
+        self.server = server
+        self.kits: list[Kit] = []
+        if server is not None:
+            flush(server)
+
+    def __call__(self, **options: Any) -> Kit:
+        self.kits.append(Kit(self.kind, self.server, **options))
+        return self.kits[-1]
+
+    def __enter__(self) -> Kits:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for kit in self.kits:
+            kit.close()
+
+
 class Worker:
     """An expiry worker of the kit's kind, ticked by hand."""
 

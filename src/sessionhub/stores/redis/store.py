@@ -359,6 +359,18 @@ def _check_client(client: Any) -> None:
         raise ValueError("the Redis client must return bytes (decode_responses=False)")
 
 
+def _commands_for(
+    client: Any, namespace: str, anonymous_events: bool, stream_length: int
+) -> RedisCommands:
+    _check_client(client)
+    return RedisCommands(
+        namespace,
+        cluster=_is_cluster(client),
+        anonymous_events=anonymous_events,
+        stream_length=stream_length,
+    )
+
+
 def _evalsha(call: Call) -> tuple[Any, ...]:
     assert call.script is not None
     return ("EVALSHA", call.script.sha, *call.args)
@@ -389,14 +401,8 @@ class RedisStore:
         anonymous_events: bool = False,
         stream_length: int = 10_000,
     ) -> None:
-        _check_client(client)
         self.client = client
-        self.commands = RedisCommands(
-            namespace,
-            cluster=_is_cluster(client),
-            anonymous_events=anonymous_events,
-            stream_length=stream_length,
-        )
+        self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
 
     def execute(self, operation: Operation) -> Any:
@@ -443,14 +449,8 @@ class AsyncRedisStore:
         anonymous_events: bool = False,
         stream_length: int = 10_000,
     ) -> None:
-        _check_client(client)
         self.client = client
-        self.commands = RedisCommands(
-            namespace,
-            cluster=_is_cluster(client),
-            anonymous_events=anonymous_events,
-            stream_length=stream_length,
-        )
+        self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
 
     async def aexecute(self, operation: Operation) -> Any:
