@@ -9,8 +9,9 @@ and a sweep reports each scheduled session that is due and gone: its
 they come.
 
 Every application instance may run a worker; only the one holding a lease in
-the store sweeps (SET NX PX with a random token, renewed each tick; when the
-holder dies, another takes over once the lease runs out). Even two sweeps at
+the store sweeps (a key holding the holder's random token, with a TTL: taken
+when free, renewed by its holder each tick; when the holder dies, another
+takes over once the lease runs out). Even two sweeps at
 once report each session once: reporting and leaving the schedule are one
 atomic step. A tick costs one store call per shard plus the sessions actually
 expiring; the number of live sessions does not enter into it.

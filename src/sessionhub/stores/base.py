@@ -26,7 +26,8 @@ No operation may bring back a session that is gone: `Apply` and `Rotate` on a
 missing record change nothing and return None. Every operation must be safe to
 retry after a lost reply (a retried `Rotate` whose first attempt succeeded
 returns the new record's `Meta`; a retried `Create` of the same record returns
-True).
+True; on a store that can lose replies, False if the session was ended
+meanwhile -- a retry never brings it back).
 
 **Users.** A record with a principal (`!p`) is *logged in*: it is in that
 principal's index (ordered by login time, `!a`) until it is deleted or
