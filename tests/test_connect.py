@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 import redis
 import redis.asyncio
 from pydantic import SecretStr, ValidationError
+from redis.backoff import NoBackoff
 
 from sessionhub import AsyncRedisStore, AsyncSessionManager, RedisStore, SessionManager
 from sessionhub.connect import (
@@ -208,6 +210,34 @@ def test_retries_happen_while_they_fit() -> None:
     with pytest.raises(redis.TimeoutError):
         retry.call_with_retry(slow, lambda error: None)
     assert attempts == 1
+
+
+async def test_a_task_started_inside_a_command_gets_its_own_time() -> None:
+    """A task inherits the context of the retry that started it, not its deadline."""
+    retry = AsyncBoundedRetry(NoBackoff(), 3, total=0.05, attempt=0.01, backoff_cap=0.0)
+    spawned: list[asyncio.Task[int]] = []
+    attempts = 0
+
+    async def nothing(error: Exception) -> None:
+        return None
+
+    async def flaky() -> int:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise redis.ConnectionError("once more")
+        return attempts
+
+    async def later() -> int:
+        await asyncio.sleep(0.1)  # the first command's deadline is long gone
+        return await retry.call_with_retry(flaky, nothing)
+
+    async def command() -> str:
+        spawned.append(asyncio.create_task(later()))
+        return "done"
+
+    assert await retry.call_with_retry(command, nothing) == "done"
+    assert await spawned[0] == 3  # retried, on its own deadline
 
 
 @pytest.fixture(scope="module")

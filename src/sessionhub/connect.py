@@ -29,8 +29,10 @@ the command may have run.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -341,10 +343,20 @@ class RedisSettings(BaseModel):
 # redis-py nests retries (a command's retry wraps a connect that has its own), so
 # a plain retry count multiplies. The deadline is set by the outermost retry of a
 # command and shared, through a context variable, by every retry nested in it.
+# It belongs to the task (or thread) that set it: a task started meanwhile
+# inherits the variable, but not the deadline.
 
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+_deadline: contextvars.ContextVar[tuple[float, object] | None] = contextvars.ContextVar(
     "sessionhub_redis_deadline", default=None
 )
+Token = contextvars.Token[tuple[float, object] | None]
+
+
+def _owner() -> object:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no event loop here: a thread
+        return threading.get_ident()
 
 
 class _Budget:
@@ -355,13 +367,13 @@ class _Budget:
         self.attempt = attempt
         self.backoff_cap = backoff_cap
 
-    def open(self) -> contextvars.Token[float | None] | None:
-        if _deadline.get() is not None:
+    def open(self) -> Token | None:
+        if self._deadline() is not None:
             return None  # nested in a command's retry: share its deadline
-        return _deadline.set(time.monotonic() + self.total)
+        return _deadline.set((time.monotonic() + self.total, _owner()))
 
     @staticmethod
-    def close(token: contextvars.Token[float | None] | None) -> None:
+    def close(token: Token | None) -> None:
         if token is not None:
             _deadline.reset(token)
 
@@ -369,9 +381,14 @@ class _Budget:
         """Retry only if the caller agrees and a backoff plus a whole attempt still fit."""
         if is_retryable is not None and not is_retryable(error):
             return False
-        deadline = _deadline.get()
+        deadline = self._deadline()
         left = float("inf") if deadline is None else deadline - time.monotonic()
         return left >= self.backoff_cap + self.attempt
+
+    @staticmethod
+    def _deadline() -> float | None:
+        current = _deadline.get()
+        return current[0] if current is not None and current[1] == _owner() else None
 
 
 class BoundedRetry(redis.retry.Retry):
