@@ -89,11 +89,6 @@ class Kit:
                     anonymous_events=anonymous_events,
                     stream_length=stream_length,
                 )
-        if kind == "cluster-async":
-            # Learn the slots before any concurrent use: a fresh asyncio Cluster
-            # client used at once by many tasks sends to wrong nodes (MOVED),
-            # then resets its connections under the other tasks.
-            self.run(self.store.client.initialize())
         self.manager: SessionManager | AsyncSessionManager
         if self.loop is None:
             self.manager = SessionManager(self.store, **options)

@@ -452,12 +452,20 @@ class AsyncRedisStore:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
+        # A fresh asyncio Cluster client used by many tasks at once, before it
+        # has learnt the slots, sends to wrong nodes, and after enough MOVED
+        # replies closes its connections under the other tasks (whose scripts
+        # are then retried): the first call learns the slots, alone.
+        self._unready = self.commands.cluster
+        self._ready_lock = asyncio.Lock()
 
     async def aexecute(self, operation: Operation) -> Any:
         return await self.arun(self.commands.steps(operation))
 
     async def arun(self, steps: Calls) -> Any:
         """Send the calls `steps` yields, feeding back each reply (or error)."""
+        if self._unready:
+            await self._learn_slots()
         try:
             call = next(steps)
             while True:
@@ -473,6 +481,15 @@ class AsyncRedisStore:
             if not _is_unavailable(exc):
                 raise
             raise _unavailable(exc) from exc
+
+    async def _learn_slots(self) -> None:
+        async with self._ready_lock:
+            if self._unready:
+                try:
+                    await self.client.initialize()
+                except _UNAVAILABLE as exc:
+                    raise _unavailable(exc) from exc
+                self._unready = False
 
     async def _send(self, call: Call | Pause) -> Any:
         if isinstance(call, Pause):
