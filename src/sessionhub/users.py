@@ -76,6 +76,6 @@ def session_info(
         created_at=meta.created / 1000,
         accessed_at=meta.accessed / 1000,
         expires_at=meta.expires / 1000,
-        authenticated_at=None if auth_time is None else int(auth_time) / 1000,
+        authenticated_at=int(auth_time) / 1000 if auth_time and auth_time.isdigit() else None,
         client_info=client_info,
     )
