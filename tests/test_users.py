@@ -5,6 +5,7 @@ One suite on every store: memory, Redis and Redis Cluster, sync and asyncio.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -341,3 +342,28 @@ def test_one_round_trip_each(kind: str, redis_server: RedisServer) -> None:
             assert counter.sent - before == expected, name
     finally:
         kit.close()
+
+
+@pytest.mark.parametrize("kind", ["redis-sync", "cluster-sync"])
+def test_damaged_records_do_not_break_the_listing(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    server = request.getfixturevalue("redis_server" if kind == "redis-sync" else "redis_cluster")
+    with Kits(kind, server) as kits:
+        kit = kits(clock=FakeClock())
+        garbage, odd, fine = (kit.login("alice", agent=str(n)) for n in range(3))
+        client = kit.store.client
+        client.set(kit.store.commands.key(kit.handle(garbage)), b"not a record", keepttl=True)
+        key = kit.store.commands.key(kit.handle(odd))
+        blob = client.get(key)
+        damaged = re.sub(
+            rb"\n!a\t[^\n]*", b"\n!a\tsoon", re.sub(rb"\n!c\t[^\n]*", b"\n!c\t{", blob)
+        )
+        client.set(key, damaged, keepttl=True)
+        listed = {each.handle: each for each in kit.sessions_of("alice")}
+        assert set(listed) == {kit.handle(odd), kit.handle(fine)}  # the garbage is left out
+        assert listed[kit.handle(odd)].authenticated_at is None
+        assert listed[kit.handle(odd)].client_info == {}
+        assert listed[kit.handle(fine)].client_info == {"agent": "2"}
+        assert len(kit.end_sessions("alice")) == 3  # all ended, damaged or not
+        assert kit.sessions_of("alice") == []
