@@ -9,6 +9,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from tests.id_watch import IdWatch
 from tests.servers import RedisCluster, RedisServer
 
 # Property tests run against real servers on a shared machine: no per-example
@@ -17,6 +18,14 @@ from tests.servers import RedisCluster, RedisServer
 hypothesis.settings.register_profile("dev", deadline=None)
 hypothesis.settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
 hypothesis.settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_session_id_is_logged() -> Iterator[IdWatch]:
+    """No log record of the whole run, at DEBUG and up, holds a session id issued in it."""
+    with IdWatch().installed() as watch:
+        yield watch
+    assert not watch.leaks, f"session ids in {len(watch.leaks)} log record(s): {watch.leaks[:5]}"
 
 
 class CountingConnection(redis.Connection):

@@ -32,7 +32,9 @@ from tests.conftest import CountingConnection
 from tests.servers import RedisServer
 
 NOW = int(time.time() * 1000)
-HEAD = b"%d %d 1800000 %d 1" % (NOW, NOW, NOW + 86_400_000)
+# A day's idle timeout: a read refreshes (rewrites) the record only once 10% of it
+# has passed since NOW, the suite's start, and the tests read it back unchanged.
+HEAD = b"%d %d 86400000 %d 1" % (NOW, NOW, NOW + 86_400_000)
 PAYLOAD: dict[str, JSON] = {"user_id": 12345, "cart": {f"item-{i}": i for i in range(10)}}
 
 

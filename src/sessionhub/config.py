@@ -31,6 +31,7 @@ from pydantic_settings import (
 
 from .connect import RedisSettings, async_redis_client, redis_client
 from .errors import SessionError
+from .hooks import instrumented
 from .ids import IdScheme
 from .manager import AsyncSessionManager, Lifecycle, SessionManager
 from .policy import Timeouts
@@ -179,16 +180,20 @@ class Settings(BaseSettings):
     def session_manager(self, **options: Any) -> SessionManager:
         """A manager for synchronous code (WSGI, Flask, Django)."""
         if self.store == "memory":
-            return SessionManager(self.memory_store(), lifecycle=self.lifecycle(**options))
-        store = RedisStore(redis_client(self.redis), namespace=self.namespace)
-        return SessionManager(store, lifecycle=self.lifecycle(**options))
+            manager = SessionManager(self.memory_store(), lifecycle=self.lifecycle(**options))
+        else:
+            store = RedisStore(redis_client(self.redis), namespace=self.namespace)
+            manager = SessionManager(store, lifecycle=self.lifecycle(**options))
+        return instrumented(manager)  # metrics, logs, traces (sessionhub.hooks)
 
     def async_session_manager(self, **options: Any) -> AsyncSessionManager:
         """A manager for asyncio code (ASGI); make one per event loop."""
         if self.store == "memory":
-            return AsyncSessionManager(self.memory_store(), lifecycle=self.lifecycle(**options))
-        store = AsyncRedisStore(async_redis_client(self.redis), namespace=self.namespace)
-        return AsyncSessionManager(store, lifecycle=self.lifecycle(**options))
+            manager = AsyncSessionManager(self.memory_store(), lifecycle=self.lifecycle(**options))
+        else:
+            store = AsyncRedisStore(async_redis_client(self.redis), namespace=self.namespace)
+            manager = AsyncSessionManager(store, lifecycle=self.lifecycle(**options))
+        return instrumented(manager)
 
     def memory_store(self) -> MemoryStore:
         """The in-process store, shared by every manager these settings build."""

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import typer
 
+from . import sessions
+from .admin import admin
 from .demo import demo
+from .doctor import doctor
+from .monitor import monitor
+from .stats import stats
 
 __all__ = ["app", "main"]
 
@@ -27,6 +32,11 @@ def _root() -> None:
 
 
 app.command()(demo)
+app.add_typer(sessions.app)
+app.command()(stats)
+app.command()(monitor)
+app.command()(doctor)
+app.command()(admin)
 
 
 def main() -> None:
