@@ -19,6 +19,8 @@ import pytest
 import redis
 import redis.asyncio
 from playwright.sync_api import Dialog, Page, expect
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from sessionhub import AsyncSessionManager, MemoryStore, RedisStore, SessionManager
 from sessionhub.admin import AdminApp, CsrfTokens, PasswordAuth
@@ -267,6 +269,20 @@ async def test_a_hook_refusing_with_a_challenge_gets_401(manager: AsyncSessionMa
         return None
 
     assert (await asgi_get(AdminApp(manager, authenticate=refuse), "/")).status_code == 403
+
+
+async def test_redis_down_is_a_503_page_not_a_crash() -> None:
+    server = RedisServer().start()
+    client = redis.asyncio.Redis(port=server.port, retry=AsyncRetry(NoBackoff(), 0))
+    app = AdminApp(AsyncSessionManager(AsyncRedisStore(client)), authenticate=lambda r: "ops")
+    assert (await asgi_get(app, "/")).status_code == 200
+    server.cleanup()
+    for method, path in (("GET", "/"), ("GET", "/?user=alice")):
+        response = await asgi_get(app, path, method=method)
+        assert response.status_code == 503
+        assert "Redis cannot be reached right now" in response.text
+        assert response.headers["cache-control"] == "no-store"
+    await client.aclose()
 
 
 def test_the_dashboard_needs_a_redis_store() -> None:

@@ -162,6 +162,18 @@ def test_show_one_session(sessions: Sessions, url: str) -> None:
     assert "sku-1" not in text
 
 
+def test_show_survives_unreadable_client_info(
+    sessions: Sessions, url: str, redis_client: redis.Redis
+) -> None:
+    handle = sessions.login("alice")
+    key = sessions.store.commands.key(handle)
+    redis_client.set(key, redis_client.get(key) + b"\n!c\t{broken", keepttl=True)  # type: ignore[operator]
+    result = run("sessions", "show", handle, "--json", url=url)
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["client_info"] == {"unreadable": "{broken"}
+    assert handle in run("sessions", "list", url=url).stdout  # the listing goes on too
+
+
 def test_end_one_session(sessions: Sessions, url: str) -> None:
     ended, kept = sessions.login("alice"), sessions.login("alice")
     result = run("sessions", "end", ended, url=url)

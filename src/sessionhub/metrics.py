@@ -81,7 +81,7 @@ class SessionMetrics:
     """
 
     def __init__(
-        self, registry: CollectorRegistry | None = REGISTRY, *, live_max_age: float = 15.0
+        self, registry: CollectorRegistry = REGISTRY, *, live_max_age: float = 15.0
     ) -> None:
         self.registry = registry
         self.live_max_age = live_max_age
@@ -236,7 +236,7 @@ class SessionMetrics:
         return self._exposition(), CONTENT_TYPE_LATEST
 
     def _exposition(self) -> bytes:
-        return generate_latest(self.registry or REGISTRY)
+        return generate_latest(self.registry)
 
     def asgi_app(self) -> Callable[[Any, ASGIReceive, ASGISend], Awaitable[None]]:
         """An ASGI app answering every GET with the exposition (mount it at /metrics)."""

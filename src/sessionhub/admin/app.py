@@ -39,6 +39,7 @@ from starlette.routing import Route
 
 from ..config import Settings
 from ..connect import async_redis_client
+from ..errors import StoreUnavailable
 from ..events import Reason
 from ..hooks import base_store
 from ..ids import is_handle
@@ -107,7 +108,8 @@ class AdminApp:
                 Route("/", self.show, methods=["GET"]),
                 Route("/end", self.end_one, methods=["POST"]),
                 Route("/end-user", self.end_all, methods=["POST"]),
-            ]
+            ],
+            exception_handlers={StoreUnavailable: _unavailable},
         )
 
     @classmethod
@@ -229,6 +231,11 @@ class AdminApp:
             return _error(request, "Which user?", 400)
         await self.manager.end_sessions(user, reason=Reason.ADMIN)
         return _back(user, "ended-all")
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    reason = exc.reason if isinstance(exc, StoreUnavailable) else "unavailable"
+    return _error(request, f"Redis cannot be reached right now ({reason}). Try again.", 503)
 
 
 def _error(request: Request, message: str, status: int) -> Response:

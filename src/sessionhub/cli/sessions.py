@@ -119,6 +119,13 @@ def _attributes(fields: dict[bytes, bytes]) -> dict[str, int]:
     return found
 
 
+def _client_info(raw: bytes | None) -> Any:
+    try:
+        return orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {"unreadable": printable(raw.decode(errors="replace")[:200]) if raw else ""}
+
+
 @app.command("show")
 def show(
     handle: Annotated[str, typer.Argument(help="The session's handle (as listed).")],
@@ -153,7 +160,7 @@ def show(
         "absolute_deadline": meta.deadline / 1000,
         "authenticated_at": int(auth_time) / 1000 if auth_time else None,
         "version": meta.version,
-        "client_info": orjson.loads(client) if client else {},
+        "client_info": _client_info(client),
         "attributes": _attributes(fields),
     }
     if json:
