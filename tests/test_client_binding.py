@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,42 +24,15 @@ from sessionhub.web.binding import (
     network_of,
 )
 from tests.log_records import Records, recording
-from tests.servers import RedisServer
 from tests.test_web_scenarios import warm_up
-from tests.web_apps import KINDS, Client, RoundTrips
+from tests.web_apps import RoundTrips
+from tests.web_clients import Clients, fixtures
 
 PHONE = "Mozilla/5.0 (Linux; Android 14) Mobile"
 LAPTOP = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
 
-OpenClient = Callable[..., Client]
 
-
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def open_client(kind: str, redis_server: RedisServer) -> Iterator[OpenClient]:
-    clients: list[Client] = []
-
-    def open_client(binding: ClientBinding) -> Client:
-        conf = {"store": "redis", "redis": {"url": redis_server.url}, "client_binding": binding}
-        client = Client(kind, conf)
-        clients.append(client)
-        return client
-
-    yield open_client
-    for client in clients:
-        client.close()
+kind, open_client = fixtures()
 
 
 @pytest.fixture
@@ -80,14 +53,14 @@ def stored_client_info(store: redis.Redis) -> Any:
 
 
 def test_end_ends_a_session_used_from_another_client(
-    open_client: OpenClient, store: redis.Redis, log: Records
+    open_client: Clients, redis_client: redis.Redis, log: Records
 ) -> None:
     seen: list[Mismatch] = []
     binding = ClientBinding(action="end", client_ip=forwarded_for(1), on_mismatch=seen.append)
-    client = open_client(binding)
+    client = open_client(client_binding=binding)
     client.post("/login", client_from(PHONE, "203.0.113.7"), user="alice")
     stolen = client.cookie
-    bound = stored_client_info(store)["bound"]
+    bound = stored_client_info(redis_client)["bound"]
     assert bound["ua"] == PHONE
     assert bound["net"] == "203.0.113.0/24"
     # The same phone, another address in its /24: still the same client.
@@ -98,7 +71,7 @@ def test_end_ends_a_session_used_from_another_client(
     thief = client.get("/read", client_from(LAPTOP, "192.0.2.9"))
     assert thief.json() == {"data": {}, "principal": None}
     assert any(c.startswith("session=; ") and "Max-Age=0" in c for c in thief.set_cookies())
-    assert store.keys("sh:s:*") == []  # deleted in the store, not only for this request
+    assert redis_client.keys("sh:s:*") == []  # deleted in the store, not only for this request
     [mismatch] = seen
     assert mismatch.principal == "alice"
     assert mismatch.action == "end"
@@ -117,11 +90,11 @@ def test_end_ends_a_session_used_from_another_client(
 
 
 def test_alert_reports_and_keeps_the_session(
-    open_client: OpenClient, trips: RoundTrips, store: redis.Redis
+    open_client: Clients, trips: RoundTrips, redis_client: redis.Redis
 ) -> None:
     seen: list[Mismatch] = []
     binding = ClientBinding(action="alert", client_ip=forwarded_for(1), on_mismatch=seen.append)
-    client = open_client(binding)
+    client = open_client(client_binding=binding)
     warm_up(client)  # every script loaded: the counts below are the steady state
     client.post("/write", client_from(PHONE, "203.0.113.7"), key="cart", value="1 fig")
     before = trips.count
@@ -135,54 +108,54 @@ def test_alert_reports_and_keeps_the_session(
     [mismatch] = seen
     assert mismatch.action == "alert"
     assert mismatch.changed == ("network",)
-    assert len(store.keys("sh:s:*")) == 1
+    assert len(redis_client.keys("sh:s:*")) == 1
 
 
 def test_off_by_default_records_and_compares_nothing(
-    open_client: OpenClient, store: redis.Redis
+    open_client: Clients, redis_client: redis.Redis
 ) -> None:
     assert Settings.load().client_binding.action == "off"
-    client = open_client(ClientBinding(client_ip=forwarded_for(1)))
+    client = open_client(client_binding=ClientBinding(client_ip=forwarded_for(1)))
     client.post("/login", client_from(PHONE, "203.0.113.7"), user="carol")
-    assert stored_client_info(store) is None
+    assert stored_client_info(redis_client) is None
     elsewhere = client.get("/read", client_from(LAPTOP, "192.0.2.9"))
     assert elsewhere.json()["principal"] == "carol"
 
 
-def test_anonymous_sessions_are_not_bound(open_client: OpenClient, store: redis.Redis) -> None:
+def test_anonymous_sessions_are_not_bound(open_client: Clients, redis_client: redis.Redis) -> None:
     seen: list[Mismatch] = []
     binding = ClientBinding(action="end", client_ip=forwarded_for(1), on_mismatch=seen.append)
-    client = open_client(binding)
+    client = open_client(client_binding=binding)
     client.post("/write", client_from(PHONE, "203.0.113.7"), key="cart", value="2 pears")
-    assert stored_client_info(store) is None
+    assert stored_client_info(redis_client) is None
     elsewhere = client.get("/read", client_from(LAPTOP, "192.0.2.9"))
     assert elsewhere.json()["data"] == {"cart": "2 pears"}
     assert seen == []
 
 
 def test_logging_in_again_records_the_new_client(
-    open_client: OpenClient, store: redis.Redis
+    open_client: Clients, redis_client: redis.Redis
 ) -> None:
     seen: list[Mismatch] = []
     binding = ClientBinding(action="alert", client_ip=forwarded_for(1), on_mismatch=seen.append)
-    client = open_client(binding)
+    client = open_client(client_binding=binding)
     client.post("/login", client_from(PHONE, "203.0.113.7"), user="dave")
     # Signing in again proves who the client is: from now on the laptop is the client.
     client.post("/login", client_from(LAPTOP, "192.0.2.9"), user="dave")
     assert len(seen) == 1  # the load of the second login
-    assert stored_client_info(store)["bound"]["ua"] == LAPTOP
+    assert stored_client_info(redis_client)["bound"]["ua"] == LAPTOP
     assert client.get("/read", client_from(LAPTOP, "192.0.2.9")).json()["principal"] == "dave"
     assert len(seen) == 1
     client.get("/read", client_from(PHONE, "203.0.113.7"))
     assert seen[-1].recorded == ClientSignals(LAPTOP, "192.0.2.0/24")
 
 
-def test_only_the_chosen_signals_are_compared(open_client: OpenClient) -> None:
+def test_only_the_chosen_signals_are_compared(open_client: Clients) -> None:
     seen: list[Mismatch] = []
     binding = ClientBinding(
         action="end", user_agent=False, client_ip=forwarded_for(1), on_mismatch=seen.append
     )
-    client = open_client(binding)
+    client = open_client(client_binding=binding)
     client.post("/login", client_from(PHONE, "203.0.113.7"), user="frank")
     new_browser = client.get("/read", client_from(LAPTOP, "203.0.113.7"))
     assert new_browser.json()["principal"] == "frank"
@@ -192,14 +165,12 @@ def test_only_the_chosen_signals_are_compared(open_client: OpenClient) -> None:
 
 
 @pytest.mark.parametrize("kind", ["starlette", "flask"])
-def test_a_failing_callback_does_not_fail_the_request(
-    open_client: OpenClient, log: Records
-) -> None:
+def test_a_failing_callback_does_not_fail_the_request(open_client: Clients, log: Records) -> None:
     def broken(mismatch: Mismatch) -> None:
         raise RuntimeError("the alerting system is down")
 
     binding = ClientBinding(action="alert", client_ip=forwarded_for(1), on_mismatch=broken)
-    client = open_client(binding)
+    client = open_client(client_binding=binding)
     client.post("/login", client_from(PHONE, "203.0.113.7"), user="gina")
     reply = client.get("/read", client_from(LAPTOP, "203.0.113.7"))
     assert reply.status == 200

@@ -9,9 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -25,49 +23,11 @@ from sessionhub.web.binding import ClientBinding
 from sessionhub.web.resolvers import CookiePolicy
 from tests.harness import FakeClock
 from tests.log_records import recording
-from tests.servers import RedisServer, free_port
-from tests.web_apps import KINDS, Client, Reply
+from tests.servers import free_port
+from tests.web_apps import Client, Reply
+from tests.web_clients import Clients, fixtures
 
-
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    client.flushall()
-    yield client
-    client.close()
-
-
-class Clients:
-    """Clients of this integration's app, each on the test Redis unless told otherwise."""
-
-    def __init__(self, kind: str, redis_url: str) -> None:
-        self.kind = kind
-        self.redis_url = redis_url
-        self.open: list[Client] = []
-
-    def __call__(self, **settings: Any) -> Client:
-        conf = {"store": "redis", "redis": {"url": self.redis_url}, **settings}
-        client = Client(self.kind, conf)
-        self.open.append(client)
-        return client
-
-    def close(self, client: Client) -> None:
-        """Close one now (Django's settings are global: one app at a time)."""
-        self.open.remove(client)
-        client.close()
-
-
-@pytest.fixture
-def open_client(kind: str, redis_server: RedisServer) -> Iterator[Clients]:
-    clients = Clients(kind, redis_server.url)
-    yield clients
-    for client in reversed(clients.open):  # Django: settings overrides undone last first
-        clients.close(client)
+kind, open_client = fixtures()
 
 
 class Issued:
@@ -172,21 +132,6 @@ def test_a_new_digest_key_ends_every_session(open_client: Clients) -> None:
     assert after.get("/read").json() == {"data": {}, "principal": None}
 
 
-# -- V14.2.1: ids never in the URL ---------------------------------------------------------
-
-
-def test_ids_in_the_url_are_ignored(open_client: Clients) -> None:
-    client = open_client(resolvers=["cookie", "header"])
-    client.post("/write", key="secret", value="mine")
-    session_id = client.cookie
-    assert session_id is not None
-    client.cookie = None
-    for name in ("session", "X-Session-Id", "sessionid", "sid"):
-        reply = client.get("/read", None, **{name: session_id})
-        assert reply.json()["data"] == {}
-        assert reply.set_cookies() == []
-
-
 # -- V3.3.4: the id goes to the client in Set-Cookie only ------------------------------------
 
 
@@ -235,7 +180,7 @@ def test_oversized_cookie_settings_are_refused(cookie: dict[str, str], message: 
 # -- V16.2.5: ids never in the logs --------------------------------------------------------
 
 
-def test_ids_never_reach_the_logs(open_client: Clients, store: redis.Redis) -> None:
+def test_ids_never_reach_the_logs(open_client: Clients, redis_client: redis.Redis) -> None:
     planted = IdScheme().new().id
     # Records of the root logger: every library's. Hooked once each app is made
     # (Litestar configures logging then); one app at a time (Django's settings are global).
@@ -246,8 +191,8 @@ def test_ids_never_reach_the_logs(open_client: Clients, store: redis.Redis) -> N
         request("GET", "/read")
         request("POST", "/login", user="alice")
         client.request("GET", "/read", headers={"User-Agent": "another browser"})  # mismatch
-        [key] = store.keys("sh:s:*")
-        store.set(key, b"not a record", keepttl=True)
+        [key] = redis_client.keys("sh:s:*")
+        redis_client.set(key, b"not a record", keepttl=True)
         request("GET", "/read")  # unreadable: a warning, a new session
         request("POST", "/login", user="bob")
         request("POST", "/logout")
@@ -297,7 +242,7 @@ def _contents(store: redis.Redis, key: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["starlette", "flask"])
-def test_no_id_anywhere_in_redis(open_client: Clients, store: redis.Redis) -> None:
+def test_no_id_anywhere_in_redis(open_client: Clients, redis_client: redis.Redis) -> None:
     client = open_client(client_binding=ClientBinding(action="alert"))
     request = Issued(client)
     request("POST", "/write", key="cart", value="1 pear")
@@ -308,8 +253,8 @@ def test_no_id_anywhere_in_redis(open_client: Clients, store: redis.Redis) -> No
     request("POST", "/login", user="bob")  # alive at the end
     other = Issued(open_client())
     other("POST", "/write", key="anonymous", value="yes")  # alive, anonymous
-    keys: list[bytes] = store.keys("*")  # type: ignore[assignment]
-    dump = b"\n".join([*keys, *(_contents(store, key) for key in keys)])
+    keys: list[bytes] = redis_client.keys("*")  # type: ignore[assignment]
+    dump = b"\n".join([*keys, *(_contents(redis_client, key) for key in keys)])
     assert len(keys) >= 3  # two sessions and at least the index of bob
     ids = request.ids | other.ids
     assert len(ids) >= 5
