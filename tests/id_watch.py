@@ -2,7 +2,9 @@
 
 Every id the library issues passes through `IdScheme.new`; the watch keeps
 them. Every log record any logger makes (at DEBUG and up: the root logger is
-set to DEBUG) is looked at when it is made, with its ``extra`` fields: an id
+set to DEBUG, and set back to DEBUG whenever something reconfigures logging,
+as Litestar does when its app is made) is looked at when it is made, with its
+``extra`` fields: an id
 can only be logged after it was issued, so checking each record against the
 ids issued so far misses nothing. The check is a set lookup per id-shaped
 substring, so a long run with many ids stays cheap.
@@ -11,6 +13,7 @@ substring, so a long run with many ids stays cheap.
 from __future__ import annotations
 
 import logging
+import logging.config
 import re
 import threading
 from collections.abc import Iterator
@@ -95,13 +98,20 @@ class IdWatch:
             return record
 
         root = logging.getLogger()
-        level = root.level
+        level, dict_config = root.level, logging.config.dictConfig
+
+        def configuring(config: dict[str, Any]) -> None:
+            dict_config(config)
+            root.setLevel(logging.DEBUG)
+
         IdScheme.new = issuing  # type: ignore[method-assign,assignment]
         logging.Logger.makeRecord = making  # type: ignore[method-assign,assignment]
+        logging.config.dictConfig = configuring  # type: ignore[assignment]
         root.setLevel(logging.DEBUG)
         try:
             yield self
         finally:
             root.setLevel(level)
+            logging.config.dictConfig = dict_config
             logging.Logger.makeRecord = make_record  # type: ignore[method-assign]
             IdScheme.new = new  # type: ignore[method-assign]

@@ -19,6 +19,7 @@ from sessionhub.logs import JsonFormatter, SessionLog, json_handler
 from tests.id_watch import IdWatch
 from tests.log_records import Records, recording
 from tests.servers import RedisServer
+from tests.web_apps import make_app
 
 
 def events(log: Records) -> list[dict[str, str]]:
@@ -161,6 +162,8 @@ def test_the_run_wide_watch_sees_issued_ids_and_would_catch_a_leak(
 ) -> None:
     ref = IdScheme().new()
     assert ref.id in no_session_id_is_logged.ids  # every issued id is watched
+    make_app("litestar", {})  # Litestar sets the root logger to INFO...
+    assert logging.getLogger().level == logging.DEBUG  # ...and the watch sets it back
 
     watch = IdWatch()  # a private one: a leak here must not fail the run
     watch.issued(ref.id)
