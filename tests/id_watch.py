@@ -94,7 +94,10 @@ class IdWatch:
 
         def making(logger: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
             record = make_record(logger, *args, **kwargs)  # `extra` is on it by now
-            watch.check(record)
+            try:
+                watch.check(record)
+            except Exception as exc:  # never into the code that logs; fail the run instead
+                watch.leaks.append(f"{record.name}: record not checkable: {exc!r}")
             return record
 
         root = logging.getLogger()
