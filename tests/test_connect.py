@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +27,9 @@ from sessionhub.connect import (
 )
 from sessionhub.errors import StoreUnavailable
 from sessionhub.ids import IdScheme
-from tests.servers import TlsRedisServer, free_port
+from sessionhub.stores.base import Read
+from tests.proxy import Proxy
+from tests.servers import RedisServer, TlsRedisServer, free_port
 
 SLACK = 0.5  # two shared cores: a generous margin on every time bound
 
@@ -238,6 +242,42 @@ async def test_a_task_started_inside_a_command_gets_its_own_time() -> None:
 
     assert await retry.call_with_retry(command, nothing) == "done"
     assert await spawned[0] == 3  # retried, on its own deadline
+
+
+def test_commands_abandoned_while_connecting_leave_no_error_behind(
+    redis_server: RedisServer,
+) -> None:
+    """A process shutting down with requests still opening connections (a rolling restart).
+
+    Their coroutines are closed later by the garbage collector, in whatever context
+    is current then: releasing their retry deadline must work from there.
+    """
+    unraisable: list[str] = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda report: unraisable.append(repr(report.exc_value))
+    proxy = Proxy(redis_server.port).start()
+    try:
+        proxy.stall()  # connections are accepted, the handshake is never answered
+        settings = RedisSettings(port=proxy.port, timeout=5, connect_timeout=2, socket_timeout=2)
+        loop = asyncio.new_event_loop()
+        client = async_redis_client(settings)
+        store = AsyncRedisStore(client)
+        handle = IdScheme().new().handle
+        read = Read(handle, 0, 0.5)
+        tasks = [loop.create_task(store.aexecute(read)) for _ in range(50)]
+        loop.run_until_complete(asyncio.sleep(0.3))
+        assert not any(task.done() for task in tasks)
+        loop.close()  # the tasks are never finished
+        del tasks, store, client, loop
+
+        async def collect() -> None:
+            gc.collect()  # from a task of another loop: another context
+
+        asyncio.run(collect())
+    finally:
+        sys.unraisablehook = previous_hook
+        proxy.close()
+    assert not [error for error in unraisable if "Context" in error], unraisable[:3]
 
 
 @pytest.fixture(scope="module")

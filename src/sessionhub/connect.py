@@ -30,10 +30,10 @@ the command may have run.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -342,21 +342,55 @@ class RedisSettings(BaseModel):
 #
 # redis-py nests retries (a command's retry wraps a connect that has its own), so
 # a plain retry count multiplies. The deadline is set by the outermost retry of a
-# command and shared, through a context variable, by every retry nested in it.
-# It belongs to the task (or thread) that set it: a task started meanwhile
-# inherits the variable, but not the deadline.
+# command and shared by every retry nested in it: it is kept per task (or per
+# thread, outside asyncio), so a task started meanwhile gets its own.
+#
+# Not in a ContextVar: a coroutine abandoned inside a retry (its task destroyed
+# while pending, as in a process shutting down) is closed later by the garbage
+# collector, in whatever context is current then, and a ContextVar token cannot
+# be reset from there. A table keyed by task is cleaned from anywhere.
 
-_deadline: contextvars.ContextVar[tuple[float, object] | None] = contextvars.ContextVar(
-    "sessionhub_redis_deadline", default=None
-)
-Token = contextvars.Token[tuple[float, object] | None]
+
+class _Deadlines:
+    """The deadline of the command each task (or thread) is running, if any."""
+
+    def __init__(self) -> None:
+        # Weak keys: a deadline never keeps an abandoned task alive.
+        self._tasks: weakref.WeakKeyDictionary[asyncio.Task[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._threads: dict[int, float] = {}
+        # No lock: each entry is touched only by its own task or thread (and, for
+        # an abandoned task, by the collector once nothing else can), and a lock
+        # taken here could be re-entered by a collection that releases a deadline.
+
+    def _table(self) -> tuple[dict[Any, float] | weakref.WeakKeyDictionary[Any, float], object]:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no event loop in this thread
+            task = None
+        if task is not None:
+            return self._tasks, task
+        return self._threads, threading.get_ident()
+
+    def get(self) -> float | None:
+        table, owner = self._table()
+        return table.get(owner)
+
+    def claim(self, deadline: float) -> Callable[[], None] | None:
+        """Set the caller's deadline unless it has one; returns what releases it."""
+        table, owner = self._table()
+        if owner in table:
+            return None  # nested in a command's retry: share its deadline
+        table[owner] = deadline
+
+        def release() -> None:
+            table.pop(owner, None)
+
+        return release
 
 
-def _owner() -> object:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # no event loop here: a thread
-        return threading.get_ident()
+_deadlines = _Deadlines()
 
 
 class _Budget:
@@ -367,28 +401,21 @@ class _Budget:
         self.attempt = attempt
         self.backoff_cap = backoff_cap
 
-    def open(self) -> Token | None:
-        if self._deadline() is not None:
-            return None  # nested in a command's retry: share its deadline
-        return _deadline.set((time.monotonic() + self.total, _owner()))
+    def open(self) -> Callable[[], None] | None:
+        return _deadlines.claim(time.monotonic() + self.total)
 
     @staticmethod
-    def close(token: Token | None) -> None:
-        if token is not None:
-            _deadline.reset(token)
+    def close(release: Callable[[], None] | None) -> None:
+        if release is not None:
+            release()
 
     def allows(self, error: Exception, is_retryable: Callable[[Exception], bool] | None) -> bool:
         """Retry only if the caller agrees and a backoff plus a whole attempt still fit."""
         if is_retryable is not None and not is_retryable(error):
             return False
-        deadline = self._deadline()
+        deadline = _deadlines.get()
         left = float("inf") if deadline is None else deadline - time.monotonic()
         return left >= self.backoff_cap + self.attempt
-
-    @staticmethod
-    def _deadline() -> float | None:
-        current = _deadline.get()
-        return current[0] if current is not None and current[1] == _owner() else None
 
 
 class BoundedRetry(redis.retry.Retry):
@@ -407,7 +434,7 @@ class BoundedRetry(redis.retry.Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> T:
-        token = self.budget.open()
+        release = self.budget.open()
         try:
             return super().call_with_retry(
                 do,
@@ -416,7 +443,7 @@ class BoundedRetry(redis.retry.Retry):
                 with_failure_count,
             )
         finally:
-            self.budget.close(token)
+            self.budget.close(release)
 
 
 class AsyncBoundedRetry(redis.asyncio.retry.Retry):
@@ -435,7 +462,7 @@ class AsyncBoundedRetry(redis.asyncio.retry.Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> T:
-        token = self.budget.open()
+        release = self.budget.open()
         try:
             return await super().call_with_retry(
                 do,
@@ -444,7 +471,7 @@ class AsyncBoundedRetry(redis.asyncio.retry.Retry):
                 with_failure_count,
             )
         finally:
-            self.budget.close(token)
+            self.budget.close(release)
 
 
 # -- The builders -------------------------------------------------------------------
