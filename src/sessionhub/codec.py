@@ -1,22 +1,29 @@
 """How one attribute value becomes bytes in the store, and back.
 
-JSON only (orjson): a store that can be written by someone else must never be
-able to make the application run code, so there is no pickle anywhere. Values
-are JSON types -- dict (str keys), list, str, int, float, bool, None; anything
-else is refused when it is assigned, not when the response is half sent.
+Two layers. First JSON (orjson), always: a store that can be written by
+someone else must never be able to make the application run code, so there is
+no pickle anywhere. Values are JSON types -- dict (str keys), list, str, int,
+float, bool, None; anything else is refused when it is assigned, not when the
+response is half sent.
+
+Then the codec's `seal`, which turns the JSON bytes into what is stored (and
+`open`, back). `JsonCodec` stores the JSON as it is; an encrypting codec
+(`sessionhub.crypto.EncryptedCodec`) seals it with a key. A session decides
+"changed?" by comparing JSON, so sealing runs only for values that changed,
+and a codec need not give the same bytes twice for the same value.
 
 A codec sees the attribute's name and the session's *binding* (a stable token
-of the session) so that an encrypting codec can bind each value to where it
-belongs. Encoded values never contain a newline: the record format relies on it.
+of the session) so that it can bind each value to where it belongs. Stored
+values never contain a newline: the record format relies on it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypeAlias
+from typing import Any, TypeAlias
 
 import orjson
 
-__all__ = ["JSON", "Codec", "CodecError", "JsonCodec"]
+__all__ = ["JSON", "Codec", "CodecError", "JsonCodec", "from_json", "to_json"]
 
 JSON: TypeAlias = dict[str, Any] | list[Any] | str | int | float | bool | None
 
@@ -33,33 +40,58 @@ def _refuse(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not a JSON type")
 
 
-class Codec(Protocol):
-    """Turns attribute values into store bytes and back."""
+def to_json(value: JSON, name: str) -> bytes:
+    """The JSON of attribute `name`'s value; TypeError naming it if it is not JSON."""
+    try:
+        return dumps(value)
+    except TypeError as exc:
+        raise TypeError(f"session attribute {name!r}: {exc}") from None
 
-    def encode(self, value: JSON, name: str, binding: str) -> bytes: ...
 
-    def decode(self, data: bytes, name: str, binding: str) -> JSON: ...
+def from_json(data: bytes, name: str) -> JSON:
+    try:
+        value: JSON = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise CodecError(f"attribute {name!r} is not valid JSON") from exc
+    return value
 
 
-class JsonCodec:
-    """Plain JSON, readable in `redis-cli MONITOR`."""
+class Codec:
+    """What becomes of an attribute's JSON on its way into the store: here, nothing.
+
+    Subclasses change `seal` and `open` (and `is_current`); `encode` and
+    `decode` are the whole way, value to stored bytes and back.
+    """
+
+    #: Whether sealed values are bound to the session's binding token (the
+    #: lifecycle then gives every stored session one).
+    binds_values = False
+
+    def seal(self, plaintext: bytes, name: str, binding: str) -> bytes:
+        """The stored form of `plaintext`, the JSON of attribute `name`."""
+        return plaintext
+
+    def open(self, stored: bytes, name: str, binding: str) -> bytes:
+        """The JSON a stored value holds; CodecError if it cannot be opened."""
+        return stored
+
+    def is_current(self, stored: bytes) -> bool:
+        """Whether `stored` is as `seal` writes it now (False: rewrite it when touched)."""
+        return True
 
     def encode(self, value: JSON, name: str, binding: str) -> bytes:
-        try:
-            return orjson.dumps(value, default=_refuse, option=_STRICT)
-        except TypeError as exc:
-            raise TypeError(f"session attribute {name!r}: {exc}") from None
+        return self.seal(to_json(value, name), name, binding)
 
-    def decode(self, data: bytes, name: str, binding: str) -> JSON:
-        try:
-            value: JSON = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise CodecError(f"attribute {name!r} is not valid JSON") from exc
-        return value
+    def decode(self, stored: bytes, name: str, binding: str) -> JSON:
+        return from_json(self.open(stored, name, binding), name)
+
+
+class JsonCodec(Codec):
+    """Plain JSON, readable in `redis-cli MONITOR`."""
 
 
 def dumps(value: Any) -> bytes:
-    """JSON for metadata (principal, client info) -- never encrypted."""
+    """JSON for metadata (principal, client info) -- never sealed."""
     return orjson.dumps(value, default=_refuse, option=_STRICT)
 
 

@@ -1,7 +1,7 @@
 """Encryption at rest: attribute values sealed with AES-256-GCM.
 
-`EncryptedCodec` wraps the JSON codec. Each value is encrypted with a fresh
-random 96-bit nonce under the *current* key; any listed key decrypts, so keys
+`EncryptedCodec` seals the JSON of each value. Each value is encrypted with a
+fresh random 96-bit nonce under the *current* key; any listed key decrypts, so keys
 can be rotated without ending sessions. A stored value looks like::
 
     ~k2.<base64url of nonce + ciphertext + tag>
@@ -15,19 +15,20 @@ bytes, a moved value, plaintext where ciphertext was expected -- is a
 
 Metadata fields (principal, auth time, client info, binding) are not values
 and stay readable: operators and admin tools list sessions by them.
+
+Sealing runs only for values that changed (the session compares their JSON),
+so the random nonce never turns a read into a write.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import re
-import threading
 from collections.abc import Mapping
 
-from .codec import JSON, Codec, CodecError, JsonCodec
+from .codec import Codec, CodecError
 
 try:
     from cryptography.exceptions import InvalidTag
@@ -45,8 +46,6 @@ TAG_BYTES = 16
 MARKER = b"~"
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,16}")
 _BASE64URL = re.compile(rb"[A-Za-z0-9_-]*")
-# What the memo below may hold before it starts over (bytes of ciphertext).
-_MEMO_LIMIT = 8 * 1024 * 1024
 
 
 def new_key() -> str:
@@ -91,14 +90,14 @@ def _associated_data(name: str, binding: str) -> bytes:
     return b"%d:%s%s" % (len(bound), bound, name.encode("utf-8", "surrogatepass"))
 
 
-class EncryptedCodec:
+class EncryptedCodec(Codec):
     """Encrypts attribute values with AES-256-GCM; see the module docstring.
 
     `keys` maps key ids (1-16 letters, digits, "_" or "-") to 32-byte keys,
     raw bytes or base64 strings. The first key encrypts; all of them decrypt.
     `accept_plaintext` reads values stored before encryption was turned on (a
     migration window: such values are not authenticated; they are encrypted
-    when next written). `inner` turns values into plaintext bytes (JSON).
+    when next written).
     """
 
     #: Asks the lifecycle to give every new session a binding token.
@@ -109,7 +108,6 @@ class EncryptedCodec:
         keys: Mapping[str, bytes | str],
         *,
         accept_plaintext: bool = False,
-        inner: Codec | None = None,
     ) -> None:
         if not isinstance(keys, Mapping) or not keys:
             raise ValueError("keys must be a non-empty mapping of key id to key")
@@ -122,36 +120,22 @@ class EncryptedCodec:
         self._prefix = MARKER + self.current_key_id.encode("ascii") + b"."
         self._current = self._ciphers[self.current_key_id.encode("ascii")]
         self.accept_plaintext = accept_plaintext
-        self.inner: Codec = inner or JsonCodec()
-        self._memo: dict[tuple[str, str, bytes], bytes] = {}
-        self._memo_size = 0
-        self._memo_lock = threading.Lock()
 
     def __repr__(self) -> str:
         # Never the keys.
         return f"<EncryptedCodec current={self.current_key_id!r} keys={len(self._ciphers)}>"
 
-    def encode(self, value: JSON, name: str, binding: str) -> bytes:
-        plaintext = self.inner.encode(value, name, binding)  # refuses non-JSON values
-        # A fresh nonce makes every encryption differ, but the session saves a
-        # value only when its encoding changes. So an unchanged value gets back
-        # the ciphertext it was read as (or last encrypted to), and reading a
-        # session does not turn into a write.
-        memo_key = (binding, name, hashlib.blake2b(plaintext, digest_size=16).digest())
-        sealed = self._memo.get(memo_key)
-        if sealed is None:
-            nonce = os.urandom(NONCE_BYTES)
-            box = self._current.encrypt(nonce, plaintext, _associated_data(name, binding))
-            sealed = self._prefix + base64.urlsafe_b64encode(nonce + box).rstrip(b"=")
-            self._remember(memo_key, sealed)
-        return sealed
+    def seal(self, plaintext: bytes, name: str, binding: str) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        box = self._current.encrypt(nonce, plaintext, _associated_data(name, binding))
+        return self._prefix + base64.urlsafe_b64encode(nonce + box).rstrip(b"=")
 
-    def decode(self, data: bytes, name: str, binding: str) -> JSON:
-        if not data.startswith(MARKER):
+    def open(self, stored: bytes, name: str, binding: str) -> bytes:
+        if not stored.startswith(MARKER):
             if self.accept_plaintext:
-                return self.inner.decode(data, name, binding)
+                return stored
             raise CodecError(f"attribute {name!r} is not encrypted")
-        key_id, dot, body = data[1:].partition(b".")
+        key_id, dot, body = stored[1:].partition(b".")
         cipher = self._ciphers.get(key_id)
         if not dot or cipher is None:
             raise CodecError(f"attribute {name!r} is sealed with an unknown key id")
@@ -161,7 +145,7 @@ class EncryptedCodec:
         if len(raw) < NONCE_BYTES + TAG_BYTES:
             raise CodecError(f"attribute {name!r}: ciphertext is truncated")
         try:
-            plaintext = cipher.decrypt(
+            return cipher.decrypt(
                 raw[:NONCE_BYTES], raw[NONCE_BYTES:], _associated_data(name, binding)
             )
         except InvalidTag:
@@ -169,24 +153,8 @@ class EncryptedCodec:
                 f"attribute {name!r} fails authentication "
                 "(tampered, or moved from another session or attribute)"
             ) from None
-        value = self.inner.decode(plaintext, name, binding)
-        if cipher is self._current:
-            # Values under an older key are not remembered: re-encoding them
-            # (when the application changes them) moves them to the current key.
-            memo_key = (binding, name, hashlib.blake2b(plaintext, digest_size=16).digest())
-            self._remember(memo_key, data)
-        return value
 
-    def _remember(self, memo_key: tuple[str, str, bytes], sealed: bytes) -> None:
-        # Bounded by bytes held; starting over only costs writes of unchanged
-        # values, never a wrong answer (every entry is a valid encryption of
-        # exactly that plaintext for exactly that session and attribute).
-        if len(sealed) > _MEMO_LIMIT:
-            return
-        with self._memo_lock:
-            if self._memo_size + len(sealed) > _MEMO_LIMIT:
-                self._memo.clear()
-                self._memo_size = 0
-            replaced = self._memo.get(memo_key, b"")
-            self._memo[memo_key] = sealed
-            self._memo_size += len(sealed) - len(replaced)
+    def is_current(self, stored: bytes) -> bool:
+        # Plaintext (a migration window) and values under an older key are
+        # sealed again under the current key when the application touches them.
+        return stored.startswith(self._prefix)

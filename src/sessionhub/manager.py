@@ -94,7 +94,7 @@ class Lifecycle:
         self.ids = ids or IdScheme()
         self.codec: Codec = codec or JsonCodec()
         self.clock = clock
-        self._binds = bool(getattr(self.codec, "binds_values", False))
+        self._binds = self.codec.binds_values
 
     def _now(self) -> int:
         return int(self.clock() * 1000)
@@ -185,7 +185,7 @@ class Lifecycle:
                 raise self._refused(session, principal)
             if meta is None:
                 return self._gone(session, ref)
-            session._committed(new_ref, meta, delta)
+            session._committed(new_ref, meta, delta or Delta())
             return self._outcome(session, send=True)
         if delta is None:
             return self._outcome(session, send=session._refreshed and session.persistent)

@@ -11,8 +11,9 @@ What is saved at commit:
 
 What is not: changes made to a value after the session was committed, and
 mutation of an object that was never read from or assigned to the session in
-this request. Values that encode to exactly what is stored are not sent, so
-re-assigning an unchanged value costs nothing.
+this request. Values whose JSON is exactly what is stored are not sent, so
+re-assigning an unchanged value costs nothing -- also under encryption: the
+session compares JSON, and the codec seals only the values that changed.
 
 Each changed attribute is written on its own: two overlapping requests that
 change different attributes both keep their change; two that change the same
@@ -24,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-from .codec import JSON, Codec, dumps, loads
+from .codec import JSON, Codec, dumps, from_json, loads, to_json
 from .ids import SessionRef
 from .record import (
     AUTH_TIME,
@@ -52,7 +53,9 @@ class Session(MutableMapping[str, JSON]):
     _ref: SessionRef | None
     _meta: Meta
     _values: dict[str, JSON]
-    _stored: dict[str, bytes]  # attribute -> bytes as last stored
+    # attribute -> its JSON as last stored; None if stored in an older form
+    # (plaintext, an older key): sealed again when the application touches it
+    _stored: dict[str, bytes | None]
     _assigned: set[str]
     _removed: set[str]
     _read: set[str]  # mutable values handed out this request
@@ -86,8 +89,9 @@ class Session(MutableMapping[str, JSON]):
                 session._meta_fields[name] = raw
                 continue
             attribute = attribute_name(name)
-            session._values[attribute] = codec.decode(raw, attribute, binding)
-            session._stored[attribute] = raw
+            plaintext = codec.open(raw, attribute, binding)
+            session._values[attribute] = from_json(plaintext, attribute)
+            session._stored[attribute] = plaintext if codec.is_current(raw) else None
         # Metadata is checked now, so that a damaged record fails the load (a new
         # session) and not a property read or a commit later on.
         meta = session._meta_fields
@@ -113,7 +117,7 @@ class Session(MutableMapping[str, JSON]):
     def __setitem__(self, name: str, value: JSON) -> None:
         if not isinstance(name, str):
             raise TypeError("session attribute names are strings")
-        self._codec.encode(value, name, self.binding)  # refuse non-JSON values now
+        to_json(value, name)  # refuse non-JSON values now
         self.accessed = True
         self._values[name] = value
         self._assigned.add(name)
@@ -319,8 +323,11 @@ class Session(MutableMapping[str, JSON]):
         if self._on_change is not None:
             self._on_change()
 
-    def _encode(self, name: str) -> bytes:
-        return self._codec.encode(self._values[name], name, self.binding)
+    def _json(self, name: str) -> bytes:
+        return to_json(self._values[name], name)
+
+    def _seal(self, name: str, plaintext: bytes) -> bytes:
+        return self._codec.seal(plaintext, name, self.binding)
 
     def _delta(self) -> Delta | None:
         """The changes since load or the last commit; None when there are none."""
@@ -328,9 +335,9 @@ class Session(MutableMapping[str, JSON]):
         for name in self._assigned | self._read:
             if name not in self._values:
                 continue
-            encoded = self._encode(name)
-            if self._cleared or self._stored.get(name) != encoded:
-                sets[field_name(name)] = encoded
+            plaintext = self._json(name)
+            if self._cleared or self._stored.get(name) != plaintext:
+                sets[field_name(name)] = self._seal(name, plaintext)
         deletes = tuple(field_name(name) for name in self._removed if name in self._stored)
         for meta_name, value in self._meta_changes.items():
             if value is None:
@@ -356,20 +363,24 @@ class Session(MutableMapping[str, JSON]):
             else:
                 fields[meta_name] = value
         for name in self._values:
-            fields[field_name(name)] = self._encode(name)
+            fields[field_name(name)] = self._seal(name, self._json(name))
         return fields
 
     def _committed(self, ref: SessionRef, meta: Meta, delta: Delta | None) -> None:
-        """Record that the store now holds this session under `ref` as `meta`."""
+        """Record that the store now holds this session under `ref` as `meta`.
+
+        `delta` is what was sent; None when every field was (a new record).
+        """
+        stored: dict[str, bytes | None]
         if delta is None or delta.clear:
-            stored = {name: self._encode(name) for name in self._values}
+            stored = {name: self._json(name) for name in self._values}
         else:
             stored = self._stored
             for name in self._removed:
                 stored.pop(name, None)
             for name in self._assigned | self._read:
                 if name in self._values:
-                    stored[name] = self._encode(name)
+                    stored[name] = self._json(name)
         fields = self._meta_fields
         for meta_name, value in self._meta_changes.items():
             if value is None:
