@@ -12,7 +12,15 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessionhub import JSON, CodecError, JsonCodec, Lifecycle, RedisStore, SessionManager
+from sessionhub import (
+    JSON,
+    CodecError,
+    JsonCodec,
+    Lifecycle,
+    RedisStore,
+    Session,
+    SessionManager,
+)
 from sessionhub.crypto import EncryptedCodec, new_key
 from sessionhub.record import BINDING, Record, format_record, parse_record
 from sessionhub.stores.redis.store import RedisCommands
@@ -339,6 +347,56 @@ def test_values_stay_readable_across_id_rotation_and_login(h: Harness) -> None:
     assert dict(again) == PAYLOAD
     assert again.binding == binding
     assert again.principal == "alice"
+
+
+def ended_elsewhere(h: Harness, session_id: str) -> None:
+    other = h.load(session_id)
+    other.invalidate()
+    h.commit(other)
+
+
+def invalidated_then_written(h: Harness) -> Session:
+    session = h.load(h.store(cart={"a": 1}))
+    session.invalidate()
+    session["cart"] = {"b": 2}
+    return session
+
+
+def committed_empty_then_written(h: Harness) -> Session:
+    session = h.load(None)
+    assert h.commit(session).id is None  # nothing worth storing yet
+    session["cart"] = {"b": 2}
+    return session
+
+
+def lost_then_written(h: Harness) -> Session:
+    session_id = h.store(cart={"a": 1})
+    session = h.load(session_id)
+    ended_elsewhere(h, session_id)
+    session["cart"] = {"a": 2}
+    assert h.commit(session).id is None  # gone: goes on as a new, empty session
+    session["cart"] = {"b": 2}
+    return session
+
+
+@pytest.mark.parametrize(
+    "start", [invalidated_then_written, committed_empty_then_written, lost_then_written]
+)
+def test_every_stored_session_binds_its_values(
+    h: Harness, start: Callable[[Harness], Session]
+) -> None:
+    session = start(h)
+    session_id = h.commit(session).id
+    assert session_id is not None
+    fields = stored(h, session.handle).fields
+    binding = fields.get(BINDING, b"").decode()
+    assert len(binding) == 16
+    sealed = fields[attribute("cart")]
+    codec = EncryptedCodec({"k1": KEY_1})
+    assert codec.decode(sealed, "cart", binding) == {"b": 2}
+    with pytest.raises(CodecError):
+        codec.decode(sealed, "cart", "")  # bound to the session, not only the name
+    assert h.load(session_id)["cart"] == {"b": 2}
 
 
 def test_key_rotation(h: Harness, caplog: pytest.LogCaptureFixture) -> None:

@@ -106,9 +106,13 @@ class Lifecycle:
     def new_session(self) -> Session:
         """A session that exists only in memory until something is written to it."""
         session = Session(self.codec, self._fresh_meta(self._now()))
-        if self._binds:
-            session._meta_changes[BINDING] = secrets.token_urlsafe(12).encode()
+        self._bind(session)
         return session
+
+    def _bind(self, session: Session) -> None:
+        """Give a session that is not stored yet a binding, if the codec binds values."""
+        if self._binds and not session.binding:
+            session._meta_changes[BINDING] = secrets.token_urlsafe(12).encode()
 
     def load(self, raw_id: str | None) -> Steps[Session]:
         """The session `raw_id` names, or a new one.
@@ -197,6 +201,10 @@ class Lifecycle:
         return self._outcome(session, send=expiry_moved and session.persistent)
 
     def _create(self, session: Session, ended: bool, principal: str | None) -> Steps[Outcome]:
+        # A session that was invalidated, lost, or committed empty earlier in
+        # its life dropped its binding with the rest: values must not be sealed
+        # bound to their name alone.
+        self._bind(session)
         fields = session._fields()
         attributes = any(name[:1] != b"!" for name in fields)
         if not attributes and PRINCIPAL not in fields:
