@@ -20,6 +20,7 @@ __all__ = [
     "CREATE",
     "DELETE",
     "END_SESSIONS",
+    "HAND_OVER",
     "LEASE",
     "LIST",
     "READ",
@@ -48,6 +49,7 @@ APPLY = _load("apply")
 CREATE = _load("create")
 ROTATE = _load("rotate")
 DELETE = _load("delete")
+HAND_OVER = _load("hand_over")
 LIST = _load("list")
 END_SESSIONS = _load("end_sessions")
 SWEEP = _load("sweep")

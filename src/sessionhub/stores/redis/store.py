@@ -17,8 +17,8 @@ index, and its shard's schedule and stream share one slot and every script
 stays single-slot. Every operation is one round trip (a command or a script
 called by SHA); the exceptions are a login that moves a session to another
 shard on a Cluster, where old and new keys live in different slots and the
-move takes three (read, create, delete; both ids are valid for at most the
-last one), and the sweep, which takes one per shard.
+move takes three (read, copy, hand over; see `RedisCommands._move`), and the
+sweep, which takes one per shard.
 
 How each operation maps to Redis is written once, in `RedisCommands`, as
 generators of calls; `RedisStore` and `AsyncRedisStore` only send them.
@@ -27,6 +27,7 @@ generators of calls; `RedisStore` and `AsyncRedisStore` only send them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import string
 import time
@@ -74,6 +75,7 @@ from .scripts import (
     CREATE,
     DELETE,
     END_SESSIONS,
+    HAND_OVER,
     LEASE,
     LIST,
     READ,
@@ -136,12 +138,15 @@ class Pause:
 Calls = Generator[Call | Pause, Any, Any]
 
 
-#: What a key holds for a short while after its young session was ended (see track.lua).
-_ENDED = b"!"
+#: How many times a login's move across slots copies the session again when
+#: another request changed it meanwhile, before it gives up.
+_MOVE_ATTEMPTS = 3
 
 
 def _live(blob: bytes | None) -> bytes | None:
-    return None if blob == _ENDED else blob
+    # A key holds "!..." for a short while after its session was ended young,
+    # or moved to another slot (see track.lua): no session.
+    return None if blob is None or blob[:1] == b"!" else blob
 
 
 def _meta(reply: list[bytes] | None) -> Meta | None:
@@ -301,10 +306,10 @@ class RedisCommands:
         now: int,
         ttl: int,
         limit: SessionLimit | None,
-        event: EventType = EventType.CREATED,
-        previous: str = "",
+        *,
+        report: bool = True,
     ) -> Calls:
-        args = (handle, now, ttl, *self._settings, *_limit_args(limit), event.value, previous)
+        args = (handle, now, ttl, *self._settings, *_limit_args(limit), "1" if report else "")
         keys = (self.key(handle),)
         status, _, _ = yield from self._script(CREATE, keys, (*args, format_record(record)))
         return status
@@ -317,25 +322,53 @@ class RedisCommands:
     def _move(
         self, handle: str, new_handle: str, delta: Delta, now: int, limit: SessionLimit | None
     ) -> Calls:
-        """Rotate across Cluster slots: create the new key, then delete the old."""
+        """Rotate across Cluster slots: copy the session to the new key, then hand over.
+
+        The copy (the old record merged with the delta) is created in the new
+        slot, where the login's limit is checked; the hand-over, in the old
+        slot, ends the old record only if it is still the version copied, and
+        reports the move. A commit to the old id in between: the copy is made
+        again from the record as it is now. A logout (or any end) in between:
+        the copy goes too, and the session is gone.
+        """
         blob = _live((yield Call(("GET", self.key(handle)))))
         if blob is None:
             # A retry of a move that happened?
             moved = _live((yield Call(("GET", self.key(new_handle)))))
             return None if moved is None else parse_record(moved).meta
-        record = apply(parse_record(blob), delta, now)
-        ttl = record.meta.expires - now
-        if ttl <= 0:
-            yield Call(("DEL", self.key(handle)))  # timed out: the sweep reports it
-            return None
         login = PRINCIPAL in delta.sets
         event = EventType.AUTHENTICATED if login else EventType.ROTATED
         limit = limit if login else None
-        status = yield from self._create(new_handle, record, now, ttl, limit, event, handle)
-        if status < 0:
-            return LIMIT_REACHED
-        yield from self._delete(handle, now, "")  # moved, not ended: no event
-        return record.meta if status == 1 else None
+        try:
+            for _ in range(_MOVE_ATTEMPTS):
+                copied = parse_record(blob)
+                record = apply(copied, delta, now)
+                ttl = record.meta.expires - now
+                if ttl <= 0:
+                    yield Call(("DEL", self.key(handle)))  # timed out: the sweep reports it
+                    return None
+                status = yield from self._create(new_handle, record, now, ttl, limit, report=False)
+                if status <= 0:
+                    return LIMIT_REACHED if status < 0 else None  # None: taken (2^-256)
+                status, current, _ = yield from self._script(
+                    HAND_OVER,
+                    (self.key(handle),),
+                    (handle, now, copied.meta.version, new_handle, event.value)
+                    + (*self._settings, format_record(record)),
+                )
+                if status == 1:
+                    return record.meta
+                yield from self._delete(new_handle, now, "")  # the copy is out of date
+                if status == 0:
+                    return None  # ended meanwhile
+                blob = current
+        except redis_errors.RedisError:
+            # The request fails and its client keeps the old id, so the copy would
+            # only count toward its user's session limit until it expired.
+            with contextlib.suppress(redis_errors.RedisError):
+                yield from self._delete(new_handle, now, "")
+            raise
+        raise StoreUnavailable("the session kept changing while it moved; try again")
 
     def _sweep(self, now: int, batch: int) -> Calls:
         expired = 0

@@ -1,9 +1,9 @@
 -- Store a new session unless its key exists; enter it in the books; report it.
 -- KEYS[1] record. ARGV: handle, now, ttl, maxlen, anonymous, limit ('' for
--- none), limit policy, event, previous handle, record. The event is 'created',
--- or for a session moved here by a rotation across slots 'rotated' or
--- 'authenticated'. Returns { 1 stored | 0 taken | -1 limit reached, {}, events }.
-local blob = ARGV[10]
+-- none), limit policy, report ('1'; '' for the copy a login's move across
+-- slots makes: hand_over.lua reports the move once it is done), record.
+-- Returns { 1 stored | 0 taken | -1 limit reached, {}, events }.
+local blob = ARGV[9]
 local existing = redis.call('GET', KEYS[1])
 if existing then
   -- The same record: a retry of a create that succeeded.
@@ -21,12 +21,10 @@ if user and ARGV[6] ~= '' then
 end
 redis.call('SET', KEYS[1], blob, 'PX', ttl)
 track(b, opts, digest, blob, now, ttl)
-if ARGV[8] == 'created' then
+if ARGV[8] == '1' then
   report(b, opts, 'created', handle, now, blob, {})
   if user then
     report(b, opts, 'authenticated', handle, now, blob, {})
   end
-else
-  report(b, opts, ARGV[8], handle, now, blob, { 'o', ARGV[9] })
 end
 return { 1, {}, events }

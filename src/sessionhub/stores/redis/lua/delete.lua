@@ -1,5 +1,6 @@
 -- End one session. KEYS[1] record. ARGV: handle, now, reason ('' to end it
--- without an event: the second half of a move across slots), maxlen, anonymous.
+-- without an event: the copy of a move across slots that did not complete),
+-- maxlen, anonymous.
 -- Returns { 1 ended | 0 already gone, {}, events }.
 local b, digest = books(KEYS[1])
 local opts = { maxlen = tonumber(ARGV[4]), anonymous = ARGV[5] }

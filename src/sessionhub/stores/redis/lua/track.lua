@@ -16,14 +16,18 @@ local DIGEST = 22
 -- What a record key holds for a while after its session was ended by someone
 -- else (limit, admin, the user elsewhere) shortly after it was created: a
 -- retry of that create (its reply was lost) must find the key taken, not
--- bring the session back. Every script reads it as "no session".
+-- bring the session back. And after a login moved its session to another
+-- slot (hand_over.lua): MOVED and the new handle, so that a retry of that
+-- step finds it done. Every script reads both as "no session": a record
+-- starts with a digit, these with "!".
 local ENDED = '!'
+local MOVED = '!>'
 local RETRY_WINDOW = 10000
 
--- The record at `key`, or nil (none, or ended).
+-- The record at `key`, or nil (none, ended or moved).
 local function get_record(key)
   local blob = redis.call('GET', key)
-  if blob == ENDED then
+  if blob and string.byte(blob, 1) == 33 then -- 33 is "!"
     return nil
   end
   return blob

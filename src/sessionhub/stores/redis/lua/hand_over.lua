@@ -1,0 +1,29 @@
+-- The last step of a login that moves a session to another Cluster slot
+-- (RedisCommands._move in store.py): end the old record if it is still the
+-- version the move copied, and report the move. KEYS[1] the old record. ARGV:
+-- old handle, now, version copied, new handle, event ('authenticated' or
+-- 'rotated'), maxlen, anonymous, the new record (for the event).
+-- Returns { 1 done | 0 gone | 2 changed since copied, the record if changed, events }.
+-- The old key then names the new handle for RETRY_WINDOW ms: a retry of this
+-- step (its reply lost) finds its own move done, and any other finds the session gone.
+local moved = MOVED .. ARGV[4]
+if redis.call('GET', KEYS[1]) == moved then
+  return { 1, '', {} }
+end
+local blob = get_record(KEYS[1])
+if not blob then
+  return { 0, '', {} }
+end
+local _, _, _, _, version = header(blob)
+if version ~= tonumber(ARGV[3]) then
+  return { 2, blob, {} }
+end
+local b, digest = books(KEYS[1])
+redis.call('SET', KEYS[1], moved, 'PX', RETRY_WINDOW)
+local index = untrack(b, digest, blob)
+if index then
+  settle(b, index)
+end
+local opts = { maxlen = tonumber(ARGV[6]), anonymous = ARGV[7] }
+report(b, opts, ARGV[5], ARGV[4], tonumber(ARGV[2]), ARGV[8], { 'o', ARGV[1] })
+return { 1, '', events }
