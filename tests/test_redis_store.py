@@ -323,3 +323,27 @@ def test_unreachable_store_can_degrade(caplog: pytest.LogCaptureFixture) -> None
     assert not outcome.send
     assert "not stored" in caplog.text
     assert session_id not in caplog.text
+
+
+def test_a_repeated_commit_lands_as_a_commit_of_its_own(redis_client: redis.Redis) -> None:
+    """What a commit sent again after a lost reply does (docs/operating.md, retries)."""
+    manager = SessionManager(RedisStore(redis_client))
+    session = manager.load(None)
+    session.update(a=1, b=2)
+    session_id = manager.commit(session).id
+    assert session_id is not None
+    store = RedisStore(redis_client)
+    handle = manager.load(session_id).handle
+    assert handle is not None
+    clear_and_set = Apply(handle, Delta({b'"c"': b"3"}, clear=True), NOW)
+    # Nothing in between: the same as once (but the version).
+    store.execute(clear_and_set)
+    store.execute(clear_and_set)
+    again = manager.load(session_id)
+    assert dict(again) == {"c": 3}
+    assert again.version == 3
+    # Another commit in between: the repetition lands after it.
+    store.execute(clear_and_set)
+    store.execute(Apply(handle, Delta({b'"d"': b"4"}), NOW))
+    store.execute(clear_and_set)
+    assert dict(manager.load(session_id)) == {"c": 3}
