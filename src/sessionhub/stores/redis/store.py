@@ -350,11 +350,11 @@ class RedisCommands:
                 status = yield from self._create(new_handle, record, now, ttl, limit, report=False)
                 if status <= 0:
                     return LIMIT_REACHED if status < 0 else None  # None: taken (2^-256)
+                version = copied.meta.version
+                args = (handle, now, version, new_handle, event.value, *self._settings)
+                keys = (self.key(handle),)
                 status, current, _ = yield from self._script(
-                    HAND_OVER,
-                    (self.key(handle),),
-                    (handle, now, copied.meta.version, new_handle, event.value)
-                    + (*self._settings, format_record(record)),
+                    HAND_OVER, keys, (*args, format_record(record))
                 )
                 if status == 1:
                     return record.meta
