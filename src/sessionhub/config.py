@@ -20,7 +20,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,12 +39,15 @@ from pydantic_settings import (
 
 from .connect import RedisSettings, async_redis_client, redis_client
 from .errors import SessionError
+from .expiry import AsyncExpiryWorker, ExpirySweep, ExpiryWorker
 from .hooks import instrumented
 from .ids import IdScheme
 from .manager import AsyncSessionManager, Lifecycle, SessionManager
 from .policy import Timeouts
+from .stores.base import AsyncStore, Store
 from .stores.memory import MemoryStore
 from .stores.redis import AsyncRedisStore, RedisStore
+from .users import SessionLimit
 from .web.binding import ClientBinding
 from .web.flow import SessionFlow
 from .web.resolvers import (
@@ -47,7 +58,7 @@ from .web.resolvers import (
     IdResolver,
 )
 
-__all__ = ["ConfigError", "Settings", "nest"]
+__all__ = ["ConfigError", "ExpirySettings", "Settings", "nest"]
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "sessionhub_config_file", default=None
@@ -58,6 +69,33 @@ ClearSiteData = Literal["cache", "cookies", "storage", "executionContexts", "*"]
 
 class ConfigError(SessionError, ValueError):
     """Settings that cannot be used; the message says which and why."""
+
+
+class ExpirySettings(BaseModel):
+    """The expiry worker, which reports sessions that time out (`sessionhub.expiry`).
+
+    Off unless `enabled`: the helpers of `sessionhub.web.worker` then start
+    nothing, and no `expired` events are reported.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    #: Seconds between sweeps: an expired session is reported about this late.
+    interval: float = Field(default=1.0, gt=0)
+    #: Seconds the sweeping instance's lease lasts unrenewed (unset: 3 intervals).
+    lease_ttl: float | None = Field(default=None, gt=0)
+    #: The most sessions handled per store call.
+    batch: int = Field(default=500, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExpirySettings:
+        ExpirySweep(**self.options())  # a lease shorter than the interval fails here
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of `ExpiryWorker` and `AsyncExpiryWorker`."""
+        return {"interval": self.interval, "lease_ttl": self.lease_ttl, "batch": self.batch}
 
 
 class Settings(BaseSettings):
@@ -96,6 +134,14 @@ class Settings(BaseSettings):
     digest_key: SecretStr | None = None
     #: Compare a logged-in session's client with the one it logged in from (off by default).
     client_binding: ClientBinding = Field(default_factory=ClientBinding)
+    #: At most this many sessions per user, and what a login beyond does (unset: no limit).
+    session_limit: SessionLimit | None = None
+    #: Schedule and report anonymous sessions too (their `expired` events; costs memory).
+    anonymous_events: bool = False
+    #: Entries kept in each Redis event stream (64 streams); 0 publishes none.
+    stream_length: int = Field(default=10_000, ge=0)
+    #: The expiry worker (`expired` events): off unless enabled.
+    expiry: ExpirySettings = Field(default_factory=ExpirySettings)
 
     _memory: MemoryStore | None = PrivateAttr(default=None)
 
@@ -175,6 +221,7 @@ class Settings(BaseSettings):
         options.setdefault("timeouts", self.timeouts)
         options.setdefault("ids", IdScheme(digest_key=key))
         options.setdefault("degrade_when_unavailable", self.degrade_when_unavailable)
+        options.setdefault("session_limit", self.session_limit)
         return Lifecycle(**options)
 
     def session_manager(self, **options: Any) -> SessionManager:
@@ -182,7 +229,7 @@ class Settings(BaseSettings):
         if self.store == "memory":
             manager = SessionManager(self.memory_store(), lifecycle=self.lifecycle(**options))
         else:
-            store = RedisStore(redis_client(self.redis), namespace=self.namespace)
+            store = RedisStore(redis_client(self.redis), **self._redis_store_options())
             manager = SessionManager(store, lifecycle=self.lifecycle(**options))
         return instrumented(manager)  # metrics, logs, traces (sessionhub.hooks)
 
@@ -191,15 +238,32 @@ class Settings(BaseSettings):
         if self.store == "memory":
             manager = AsyncSessionManager(self.memory_store(), lifecycle=self.lifecycle(**options))
         else:
-            store = AsyncRedisStore(async_redis_client(self.redis), namespace=self.namespace)
+            store = AsyncRedisStore(async_redis_client(self.redis), **self._redis_store_options())
             manager = AsyncSessionManager(store, lifecycle=self.lifecycle(**options))
         return instrumented(manager)
+
+    def _redis_store_options(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "anonymous_events": self.anonymous_events,
+            "stream_length": self.stream_length,
+        }
 
     def memory_store(self) -> MemoryStore:
         """The in-process store, shared by every manager these settings build."""
         if self._memory is None:
-            self._memory = MemoryStore()
+            self._memory = MemoryStore(anonymous_events=self.anonymous_events)
         return self._memory
+
+    def expiry_worker(self, store: Store | None = None) -> ExpiryWorker:
+        """An expiry worker (not started), sweeping `store`: by default the store
+        of a manager these settings build. Whether `expiry.enabled` is not asked."""
+        return ExpiryWorker(store or self.session_manager().store, **self.expiry.options())
+
+    def async_expiry_worker(self, store: AsyncStore | None = None) -> AsyncExpiryWorker:
+        """The asyncio twin of `expiry_worker`; make it in the event loop it runs in."""
+        chosen = store or self.async_session_manager().store
+        return AsyncExpiryWorker(chosen, **self.expiry.options())
 
     def resolver(self) -> IdResolver:
         by_name: dict[str, IdResolver] = {
@@ -244,10 +308,12 @@ def _misspelt_variables(environ: Mapping[str, str]) -> list[str]:
         "redis": RedisSettings,
         "timeouts": Timeouts,
         "client_binding": ClientBinding,
+        "session_limit": SessionLimit,
+        "expiry": ExpirySettings,
     }
     problems = []
     for section, kind in sections.items():
-        names = kind.model_fields if kind is RedisSettings else _dataclass_fields(kind)
+        names = kind.model_fields if issubclass(kind, BaseModel) else _dataclass_fields(kind)
         for field in names:
             wrong = f"SESSIONHUB_{section}_{field}".upper()
             if wrong in present:

@@ -210,7 +210,8 @@ class RedisSettings(BaseModel):
     """
 
     # A URL may hold a password: keep inputs out of validation errors and reprs.
-    model_config = ConfigDict(hide_input_in_errors=True)
+    # A misspelt key (``redis: {ur: ...}``) is an error, not a silent default.
+    model_config = ConfigDict(hide_input_in_errors=True, extra="forbid")
 
     url: str | None = Field(default=None, repr=False)
     host: str = "127.0.0.1"

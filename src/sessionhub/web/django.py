@@ -46,14 +46,16 @@ from django.utils.deprecation import MiddlewareMixin
 
 from ..config import Settings
 from ..errors import StoreUnavailable
+from ..expiry import ExpiryWorker
 from ..manager import AsyncSessionManager, Outcome, SessionManager
 from ..policy import Timeouts
 from ..session import Session
 from .binding import ClientSignals
 from .flow import PlainResponse, SessionFlow
 from .resolvers import Presented
+from .worker import start_expiry_worker as _start_expiry_worker
 
-__all__ = ["SessionMiddleware", "SessionStore"]
+__all__ = ["SessionMiddleware", "SessionStore", "start_expiry_worker"]
 
 _EXPIRY = "_session_expiry"  # where Django's set_expiry() keeps its value
 
@@ -100,6 +102,16 @@ def _settings_changed(*, setting: str, **kwargs: Any) -> None:
 
 
 setting_changed.connect(_settings_changed)
+
+
+def start_expiry_worker() -> ExpiryWorker | None:
+    """Start the expiry worker if ``SESSIONHUB["expiry"]`` enables it; None otherwise.
+
+    Call it once at start-up, from an ``AppConfig.ready()``: the worker is a
+    daemon thread on the engine's store, stopped when the process exits.
+    """
+    engine = runtime()
+    return _start_expiry_worker(engine.settings, store=engine.manager.store)
 
 
 class SessionStore(SessionBase):
