@@ -285,6 +285,23 @@ def test_stats_counts_sessions_users_rates_and_memory(
     assert "logged-in users" in text.stdout
 
 
+def test_a_moved_marker_is_neither_listed_nor_counted(
+    sessions: Sessions, url: str, redis_client: redis.Redis
+) -> None:
+    """A Cluster login leaves "!>new-handle" under the old key for a few seconds."""
+    handle = sessions.anonymous()
+    moved = sessions.anonymous()
+    key = sessions.store.commands.key(moved)
+    redis_client.set(key, b"!>" + handle.encode(), px=10_000)
+    report = json.loads(run("stats", "--json", "--window", "1", url=url).stdout)
+    assert report["sessions"] == 1
+    listed = json.loads(run("sessions", "list", "--json", url=url).stdout)
+    assert [entry["handle"] for entry in listed] == [handle]
+    shown = run("sessions", "show", moved, url=url)
+    assert shown.exit_code == 1
+    assert "no live session" in shown.output
+
+
 def test_stats_without_scan_uses_the_books_only(sessions: Sessions, url: str) -> None:
     sessions.login("alice")
     sessions.anonymous()

@@ -27,7 +27,8 @@ __all__ = ["BATCH", "KeyspaceStats", "NodeStats", "newest_sessions", "primaries"
 
 BATCH = 1000
 _SHARD_OF_TAG = {tag: shard for shard, tag in SLOT_TAGS.items()}
-#: What a record key holds for a few seconds after its young session was ended.
+#: What a record key starts with for a few seconds after its session was ended
+#: young or moved to another Cluster slot (see lua/track.lua): not a session.
 _ENDED = b"!"
 
 
@@ -103,7 +104,7 @@ def newest_sessions(deployment: Deployment, limit: int, console: Console) -> lis
                 for key in keys:
                     pipe.get(key)
                 for key, blob in zip(keys, pipe.execute(), strict=True):
-                    if blob is None or blob == _ENDED:
+                    if blob is None or blob[:1] == _ENDED:
                         continue
                     info = _info(_handle(namespace, key), blob)
                     if info is None:
@@ -170,12 +171,13 @@ def survey_keys(deployment: Deployment, console: Console) -> KeyspaceStats:
                     kinds.append(_KINDS.get(kind[0], "other") if kind[1:] == ":" else "other")
                     pipe.memory_usage(key, samples=0)
                     if kinds[-1] == "records":
-                        pipe.strlen(key)
+                        pipe.getrange(key, 0, 0)
                 replies = iter(pipe.execute())
                 for kind in kinds:
                     stats.memory[kind] += int(next(replies) or 0)
                     if kind == "records":
-                        stats.sessions += int(next(replies) or 0) > len(_ENDED)
+                        first = next(replies)
+                        stats.sessions += bool(first) and first != _ENDED
                     elif kind == "indexes":
                         stats.users += 1
             found.append(stats)

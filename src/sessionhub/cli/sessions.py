@@ -140,7 +140,7 @@ def show(
         key = deployment.store.commands.key(handle)
         blob: bytes | None = deployment.client.get(key)  # type: ignore[assignment]
         ttl = deployment.client.pttl(key)
-    if not blob or blob == b"!":
+    if not blob or blob[:1] == b"!":  # ended or moved (see lua/track.lua)
         fail(f"no live session {handle}")
     try:
         record = parse_record(blob)
