@@ -9,8 +9,19 @@
     logout(request.session)
 
 Each takes a sessionhub `Session` or a framework's wrapper of one (Flask's
-and Quart's ``session``, Django's ``request.session``). The changes are carried
-out when the request's session is committed, as the response starts.
+and Quart's ``session``, Django's ``request.session``), typed as the mapping
+every framework types its session as; anything else is a TypeError. The
+changes are carried out when the request's session is committed, as the
+response starts.
+
+Under a session limit that refuses logins beyond it, that commit may refuse
+the login: the response is then a 409. To find out in the view instead,
+commit the login at once::
+
+    try:
+        login_now(flask.session, user_id)              # await alogin_now(...) under ASGI
+    except LoginRefused:
+        return render_template("too_many_devices.html"), 409
 """
 
 from __future__ import annotations
@@ -20,8 +31,9 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from .session import Session
+from .web.flow import current_committer
 
-__all__ = ["login", "logout", "rotate", "sessionhub_session"]
+__all__ = ["alogin_now", "login", "login_now", "logout", "rotate", "sessionhub_session"]
 
 
 def login(session: MutableMapping[str, Any], principal: str, *, now: float | None = None) -> None:
@@ -32,6 +44,31 @@ def login(session: MutableMapping[str, Any], principal: str, *, now: float | Non
     principal's shard, where "log out everywhere" finds it.
     """
     _changing(session).login(principal, now=time.time() if now is None else now)
+
+
+def login_now(
+    session: MutableMapping[str, Any], principal: str, *, now: float | None = None
+) -> None:
+    """`login`, committed at once: `LoginRefused` is raised here if a session limit
+    refuses it (the session then stays as it was before), for WSGI, Flask and
+    Django views.
+
+    The request's response still carries the new id. RuntimeError outside a
+    request served by a sessionhub middleware, or in an asyncio app.
+    """
+    committer = current_committer()  # before the login: a RuntimeError changes nothing
+    login(session, principal, now=now)
+    committer.commit(sessionhub_session(session))
+
+
+async def alogin_now(
+    session: MutableMapping[str, Any], principal: str, *, now: float | None = None
+) -> None:
+    """`login_now` for asyncio apps: ASGI (Starlette, FastAPI, Litestar, Quart)
+    and Django's async views."""
+    committer = current_committer()
+    login(session, principal, now=now)
+    await committer.acommit(sessionhub_session(session))
 
 
 def logout(session: MutableMapping[str, Any]) -> None:

@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..config import Settings
-from ..errors import StoreUnavailable
+from ..errors import LoginRefused, StoreUnavailable
 from ..manager import AsyncSessionManager
 from ..session import Session
 from .binding import ClientSignals
-from .flow import PlainResponse, SessionFlow, merge_headers
+from .flow import ANSWERED, PlainResponse, RequestCommits, SessionFlow, merge_headers
 from .resolvers import Presented
 
 __all__ = ["SessionMiddleware"]
@@ -86,27 +86,36 @@ class SessionMiddleware:
         self.flow.binding.check(session, seen)
         scope["session"] = session
         if scope["type"] == "websocket":
-            with self.flow.bound(session):
+            # No committer: a new id could not reach the client.
+            with self.flow.bound(session.id, None):
                 await self.app(scope, receive, send)
             return
 
-        replaced = False  # the application's response gave way to a 503
+        commits = RequestCommits(session, self.manager)
+        started = False
+        replaced = False  # the application's response gave way to the flow's answer
 
         async def send_with_session(message: Message) -> None:
-            nonlocal replaced
+            nonlocal started, replaced
             if replaced:
                 return
             if message["type"] == "http.response.start":
+                started = True
                 try:
-                    message = await self._finish(scope, session, presented, seen, message)
-                except StoreUnavailable as exc:
+                    message = await self._finish(scope, session, presented, seen, commits, message)
+                except ANSWERED as exc:
                     replaced = True
-                    await self._refuse(scope, send, self.flow.unavailable(exc))
+                    await self._refuse(scope, send, self.flow.answer(exc))
                     return
             await send(message)
 
-        with self.flow.bound(session):
-            await self.app(scope, receive, send_with_session)
+        with self.flow.bound(session.id, commits):
+            try:
+                await self.app(scope, receive, send_with_session)
+            except LoginRefused as exc:  # from login_now, let through by the view
+                if started:
+                    raise
+                await self._refuse(scope, send_with_session, self.flow.refused(exc))
 
     async def _finish(
         self,
@@ -114,6 +123,7 @@ class SessionMiddleware:
         session: Session,
         presented: Presented | None,
         seen: ClientSignals | None,
+        commits: RequestCommits,
         start: Message,
     ) -> Message:
         """The response start, once the session is committed and its headers added."""
@@ -121,7 +131,7 @@ class SessionMiddleware:
         self.flow.binding.record(session, seen)
         commit = self.flow.should_commit(start["status"])
         outcome = await self.manager.commit(session) if commit else None
-        ours = self.flow.response_headers(presented, session, outcome)
+        ours = self.flow.response_headers(presented, session, commits.news(outcome))
         if not ours:
             return start
         existing = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", ())]

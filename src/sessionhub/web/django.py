@@ -23,20 +23,31 @@ Where Django's own engines differ, this one follows the sessionhub core:
   ``set_expiry(seconds | timedelta | datetime)`` changes it for the session
   (a "remember me"); an expiry in the past ends the session at ``save()``.
 * ``_auth_user_id`` (set by ``login()``) becomes the session's principal, so
-  "log out everywhere" and the per-user listing know the user.
+  "log out everywhere" and the per-user listing know the user. When a session
+  limit refuses that login, ``save()`` raises `LoginRefused` and the session
+  forgets the user (``login()``'s keys are taken out again): call
+  ``request.session.save()`` right after ``login()`` to find out in the view.
+
+The sessionhub middleware answers a `LoginRefused` (at its commit, or let
+through by a view) with a 409; while a request runs, its id is
+`sessionhub.propagation.current_session_id()` (the id it came with: sessions
+load lazily, so it is not looked up first) and ``sessionhub.auth.login_now``
+commits through ``request.session``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Container
+from collections.abc import Container, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from http.cookies import Morsel
+from inspect import isawaitable
 from typing import Any
 
 from django.conf import settings as django_settings
-from django.contrib.auth import SESSION_KEY
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -45,13 +56,13 @@ from django.utils.cache import patch_vary_headers
 from django.utils.deprecation import MiddlewareMixin
 
 from ..config import Settings
-from ..errors import StoreUnavailable
+from ..errors import LoginRefused, StoreUnavailable
 from ..expiry import ExpiryWorker
 from ..manager import AsyncSessionManager, Outcome, SessionManager
 from ..policy import Timeouts
 from ..session import Session
 from .binding import ClientSignals
-from .flow import PlainResponse, SessionFlow
+from .flow import ANSWERED, PlainResponse, SessionFlow
 from .resolvers import Presented
 from .worker import start_expiry_worker as _start_expiry_worker
 
@@ -211,12 +222,15 @@ class SessionStore(SessionBase):
     def save(self, must_create: bool = False) -> None:
         session = self._session
         stored = self._before_commit(session)
-        self._settle(session, stored, runtime().manager.commit(session), raise_if_gone=True)
+        with _forgetting_a_refused_login(session):
+            outcome = runtime().manager.commit(session)
+        self._settle(session, stored, outcome, raise_if_gone=True)
 
     async def asave(self, must_create: bool = False) -> None:
         session = await self._aget_session()
         stored = self._before_commit(session)
-        outcome = await runtime().async_manager().commit(session)
+        with _forgetting_a_refused_login(session):
+            outcome = await runtime().async_manager().commit(session)
         self._settle(session, stored, outcome, raise_if_gone=True)
 
     def delete(self, session_key: str | None = None) -> None:
@@ -299,9 +313,24 @@ class SessionStore(SessionBase):
         """Commit, and what the response must tell the client of everything committed."""
         session = self._session
         stored = self._before_commit(session)
-        self._settle(session, stored, runtime().manager.commit(session))
+        with _forgetting_a_refused_login(session):
+            outcome = runtime().manager.commit(session)
+        self._settle(session, stored, outcome)
         told, self._told = self._told, None
         return told or Outcome(session.id, send=False)
+
+
+@contextmanager
+def _forgetting_a_refused_login(session: Session) -> Iterator[None]:
+    """On `LoginRefused`, take contrib.auth's keys out of a session whose login was
+    refused: Django must not see a user the store never logged in."""
+    try:
+        yield
+    except LoginRefused:
+        if session.get(SESSION_KEY) not in (None, session.principal):
+            for key in (SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY):
+                session.pop(key, None)
+        raise
 
 
 def _apply_expiry(session: Session, expiry: Any) -> None:
@@ -330,17 +359,36 @@ class SessionMiddleware(MiddlewareMixin):
         super().__init__(get_response)
         runtime()  # settings errors show at start-up, not at the first request
 
-    def process_request(self, request: HttpRequest) -> None:
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self._acall(request)
+        with self._begin(request):
+            return super().__call__(request)
+
+    async def _acall(self, request: HttpRequest) -> Any:
+        with self._begin(request):
+            response = super().__call__(request)  # in async mode: a coroutine
+            assert isawaitable(response)
+            return await response
+
+    def _begin(self, request: HttpRequest) -> AbstractContextManager[None]:
+        """Give the request its session; what holds while the rest of the request runs.
+
+        Around the whole request rather than in ``process_request``: the
+        context must be reset in the context it was set in, and Django runs
+        ``process_request`` in another (a thread's) under ASGI.
+        """
         flow = runtime().flow
         presented = flow.read_id(request.headers)
         store = SessionStore(presented.value if presented else None)
         store.presented = presented
         store.seen = flow.binding.observe(request.headers, request.META.get("REMOTE_ADDR"))
         request.session = store
+        return flow.bound(presented.value if presented else None, _StoreCommits(store))
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if isinstance(exception, StoreUnavailable):
-            return _plain(runtime().flow.unavailable(exception))
+        if isinstance(exception, ANSWERED):
+            return _plain(runtime().flow.answer(exception))
         return None
 
     def process_response(
@@ -359,8 +407,8 @@ class SessionMiddleware(MiddlewareMixin):
             outcome = (
                 store._outcome_for_response() if flow.should_commit(response.status_code) else None
             )
-        except StoreUnavailable as exc:
-            return _plain(flow.unavailable(exc))
+        except ANSWERED as exc:
+            return _plain(flow.answer(exc))
         for name, value in flow.response_headers(store.presented, session, outcome):
             lower = name.lower()
             if lower == "set-cookie":
@@ -371,6 +419,26 @@ class SessionMiddleware(MiddlewareMixin):
             else:
                 response.headers[name] = value
         return response
+
+
+class _StoreCommits:
+    """Commits for ``sessionhub.auth.login_now``: the request's store saves, and
+    tells the response what changed (its ``_told``)."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+
+    def commit(self, session: Session) -> None:
+        self._check(session)
+        self.store.save()
+
+    async def acommit(self, session: Session) -> None:
+        self._check(session)
+        await self.store.asave()
+
+    def _check(self, session: Session) -> None:
+        if session is not self.store.__dict__.get("_session_cache"):
+            raise ValueError("only the session of the request being served can be committed here")
 
 
 class _SetCookie(Morsel[str]):

@@ -15,19 +15,22 @@ Flask's own ``SESSION_COOKIE_*`` keys and ``secret_key`` are not used.
 The work is done by the WSGI middleware (`sessionhub.web.wsgi`), which wraps
 ``app.wsgi_app``; the session interface only hands its session to Flask.
 ``session.permanent = True`` keeps the session for
-``PERMANENT_SESSION_LIFETIME`` ("remember me").
+``PERMANENT_SESSION_LIFETIME`` ("remember me"). A `LoginRefused` a view lets
+through (from ``sessionhub.auth.login_now``) is answered with the flow's 409.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 from flask import Flask, Request, Response
 from flask.sessions import NullSession, SessionInterface, SessionMixin
 
 from ..config import Settings, nest
+from ..errors import LoginRefused
 from ..session import Session
+from .flow import SessionFlow
 from .wsgi import ENVIRON_KEY, SessionMiddleware
 
 __all__ = ["FlaskSession", "SessionHub", "SessionHubInterface"]
@@ -142,4 +145,15 @@ class SessionHub:
         middleware = SessionMiddleware(app.wsgi_app, settings=settings)
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = SessionHubInterface()
+        app.register_error_handler(LoginRefused, _answering_refusals(middleware.flow))
         app.extensions["sessionhub"] = middleware
+
+
+def _answering_refusals(flow: SessionFlow) -> Callable[[LoginRefused], Response]:
+    """Flask's handler of a refused login: the flow's 409 (else Flask would answer 500)."""
+
+    def answer(exc: LoginRefused) -> Response:
+        refusal = flow.refused(exc)
+        return Response(refusal.body, refusal.status, refusal.headers)
+
+    return answer

@@ -8,35 +8,120 @@ Each integration (ASGI, WSGI, Flask, Quart, Django) runs the same steps:
    ``flow.binding.check(session, seen)``, where ``seen =
    flow.binding.observe(headers, peer)`` (client binding, off by default);
 3. the application runs with the session where its framework expects it,
-   inside ``flow.bound(session)`` (the id is then
-   `sessionhub.propagation.current_session_id()`);
+   inside ``flow.bound(session.id, commits)`` with ``commits =
+   RequestCommits(session, manager)``: the id is then
+   `sessionhub.propagation.current_session_id()`, and `sessionhub.auth.login_now`
+   can commit a login while the view runs;
 4. when the response starts: ``flow.binding.record(session, seen)`` and
    ``manager.commit(session)`` if ``flow.should_commit(status)``, then
-   ``flow.response_headers(...)`` merged into the response's own with `merge_headers`.
+   ``flow.response_headers(presented, session, commits.news(outcome))`` merged
+   into the response's own with `merge_headers`.
 
-A `StoreUnavailable` from step 2 or 4 is answered with ``flow.unavailable(exc)``:
-a short plain-text 503 with Retry-After. Sync and async integrations differ only
-in the manager they call (`SessionManager` or `AsyncSessionManager`).
+The errors in `ANSWERED` are answered with ``flow.answer(exc)`` instead of the
+application's response: a `StoreUnavailable` (step 2 or 4) with a short
+plain-text 503 with Retry-After, a `LoginRefused` (a session limit refusing a
+login, step 4) with a 409; nothing of the request is saved. A `LoginRefused`
+the application lets escape (from ``login_now``) is a 409 as well, answered as
+if the application had returned it. Sync and async integrations differ only in
+the manager they call (`SessionManager` or `AsyncSessionManager`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Protocol
 
-from ..errors import StoreUnavailable
-from ..manager import Outcome
+from ..errors import LoginRefused, StoreUnavailable
+from ..manager import AsyncSessionManager, Outcome, SessionManager
 from ..propagation import bind_session_id
 from ..session import Session
 from .binding import ClientBinding
 from .resolvers import CookieResolver, HeaderSource, IdResolver, Presented
 
-__all__ = ["PlainResponse", "SessionFlow", "merge_headers"]
+__all__ = [
+    "ANSWERED",
+    "Committer",
+    "PlainResponse",
+    "RequestCommits",
+    "SessionFlow",
+    "current_committer",
+    "merge_headers",
+]
 
 Headers = list[tuple[str, str]]
+
+#: The errors the flow answers itself, in place of the application's response.
+ANSWERED = (StoreUnavailable, LoginRefused)
+
+
+class Committer(Protocol):
+    """Commits the request's session while the application runs (`sessionhub.auth.login_now`)."""
+
+    def commit(self, session: Session) -> None: ...
+
+    async def acommit(self, session: Session) -> None: ...
+
+
+_committer: contextvars.ContextVar[Committer | None] = contextvars.ContextVar(
+    "sessionhub_committer", default=None
+)
+
+
+def current_committer() -> Committer:
+    """The committer of the request being served (RuntimeError outside of one)."""
+    committer = _committer.get()
+    if committer is None:
+        raise RuntimeError(
+            "no sessionhub request flow is running here: committing at once needs an HTTP "
+            "request served through a sessionhub middleware (with Django's own "
+            "SessionMiddleware, call request.session.save())"
+        )
+    return committer
+
+
+class RequestCommits:
+    """The commits of one request's session made while the application runs.
+
+    The response must still tell the client what such a commit changed (the
+    new id of a login), even when its own commit has nothing to add: `news`.
+    """
+
+    def __init__(self, session: Session, manager: SessionManager | AsyncSessionManager) -> None:
+        self.session = session
+        self.manager = manager
+        self.told: Outcome | None = None
+
+    def commit(self, session: Session) -> None:
+        self._check(session)
+        if not isinstance(self.manager, SessionManager):
+            raise RuntimeError("an asyncio app commits with await: use alogin_now()")
+        self._note(self.manager.commit(session))
+
+    async def acommit(self, session: Session) -> None:
+        self._check(session)
+        if not isinstance(self.manager, AsyncSessionManager):
+            raise RuntimeError("a synchronous app cannot await a commit: use login_now()")
+        self._note(await self.manager.commit(session))
+
+    def news(self, outcome: Outcome | None) -> Outcome | None:
+        """What the response tells the client, given its own commit's `outcome`
+        (None: not committed): that, unless an earlier commit has news it lacks."""
+        if outcome is not None and outcome.send:
+            return outcome
+        return self.told or outcome
+
+    def _check(self, session: Session) -> None:
+        if session is not self.session:
+            raise ValueError("only the session of the request being served can be committed here")
+
+    def _note(self, outcome: Outcome) -> None:
+        if outcome.send:
+            self.told = outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +171,16 @@ class SessionFlow:
         return self.resolver.read(headers)
 
     @staticmethod
-    def bound(session: Session) -> AbstractContextManager[None]:
-        """Makes the session's id the current one while the application runs."""
-        return bind_session_id(session.id)
+    @contextmanager
+    def bound(session_id: str | None, committer: Committer | None) -> Iterator[None]:
+        """While the application runs: `session_id` is the current one (propagation),
+        and `committer` commits for `sessionhub.auth.login_now` (None: nothing does)."""
+        token = _committer.set(committer)
+        try:
+            with bind_session_id(session_id):
+                yield
+        finally:
+            _committer.reset(token)
 
     @staticmethod
     def should_commit(status: int) -> bool:
@@ -118,16 +210,38 @@ class SessionFlow:
             headers.append(("Clear-Site-Data", self.clear_site_data))
         return headers
 
+    def answer(self, exc: StoreUnavailable | LoginRefused) -> PlainResponse:
+        """The answer to one of the `ANSWERED` errors."""
+        if isinstance(exc, LoginRefused):
+            return self.refused(exc)
+        return self.unavailable(exc)
+
     def unavailable(self, exc: StoreUnavailable) -> PlainResponse:
         """The answer when the session store cannot be reached: a short 503."""
-        body = f"503 Service Unavailable: {exc.reason}\n".encode()
-        headers = [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Retry-After", str(self.retry_after)),
-            ("Cache-Control", "no-store"),
-        ]
-        return PlainResponse(503, headers, body)
+        return _plain(503, exc.reason, [("Retry-After", str(self.retry_after))])
+
+    @staticmethod
+    def refused(exc: LoginRefused) -> PlainResponse:
+        """The answer when a session limit refuses a login: a short 409.
+
+        It does not name the principal: the reason is enough for the user.
+        """
+        reason = (
+            f"login refused: this account already has {exc.max_sessions} sessions, "
+            "the most allowed; sign out of one of them first"
+        )
+        return _plain(409, reason)
+
+
+def _plain(status: int, reason: str, extra: Headers | None = None) -> PlainResponse:
+    body = f"{status} {HTTPStatus(status).phrase}: {reason}\n".encode()
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        *(extra or []),
+        ("Cache-Control", "no-store"),
+    ]
+    return PlainResponse(status, headers, body)
 
 
 def merge_headers(existing: Iterable[tuple[str, str]], ours: Headers) -> Headers:

@@ -9,7 +9,8 @@
 
 Settings come from ``app.config`` keys ``SESSIONHUB_*``, as for Flask. The work
 is done by the ASGI middleware, which wraps ``app.asgi_app``; the session
-interface only hands its session to Quart.
+interface only hands its session to Quart. A `LoginRefused` a view lets through
+(from ``sessionhub.auth.alogin_now``) is answered with the flow's 409.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from __future__ import annotations
 from quart import Quart
 from quart.sessions import SessionInterface, SessionMixin
 from quart.wrappers import BaseRequestWebsocket, Response
+from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..config import Settings, nest
+from ..errors import LoginRefused
 from ..session import Session
 from .asgi import SessionMiddleware
 from .flask import FlaskSession, _NoSession
@@ -60,4 +63,12 @@ class SessionHub:
         middleware = SessionMiddleware(app.asgi_app, settings=settings)
         app.asgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = QuartSessionInterface()  # type: ignore[assignment]
+        flow = middleware.flow
+
+        async def answer_refusal(exc: LoginRefused) -> Response:
+            # Quart would answer 500; the flow's 409 says why.
+            refusal = flow.refused(exc)
+            return Response(refusal.body, refusal.status, Headers(refusal.headers))
+
+        app.register_error_handler(LoginRefused, answer_refusal)
         app.extensions["sessionhub"] = middleware

@@ -13,10 +13,10 @@ from types import TracebackType
 from typing import Any
 
 from ..config import Settings
-from ..errors import StoreUnavailable
+from ..errors import LoginRefused, StoreUnavailable
 from ..manager import SessionManager
 from ..session import Session
-from .flow import PlainResponse, SessionFlow, merge_headers
+from .flow import ANSWERED, PlainResponse, RequestCommits, SessionFlow, merge_headers
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "session_of"]
 
@@ -69,8 +69,9 @@ class SessionMiddleware:
             return _send(self.flow.unavailable(exc), start_response)
         self.flow.binding.check(session, seen)
         environ[ENVIRON_KEY] = session
+        commits = RequestCommits(session, self.manager)
         ours: list[tuple[str, str]] | None = None
-        refused: list[PlainResponse] = []  # the 503 that replaced the application's response
+        refused: list[PlainResponse] = []  # the answer that replaced the application's response
 
         def start_with_session(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -81,15 +82,20 @@ class SessionMiddleware:
                     self.flow.binding.record(session, seen)
                     commit = self.flow.should_commit(int(status[:3]))
                     outcome = self.manager.commit(session) if commit else None
-                except StoreUnavailable as exc:
-                    refused.append(self.flow.unavailable(exc))
+                except ANSWERED as exc:
+                    refused.append(self.flow.answer(exc))
                     response = refused[0]
                     return start_response(response.status_line, response.headers, exc_info)
-                ours = self.flow.response_headers(presented, session, outcome)
+                ours = self.flow.response_headers(presented, session, commits.news(outcome))
             return start_response(status, merge_headers(headers, ours), exc_info)
 
-        with self.flow.bound(session):
-            body = self.app(environ, start_with_session)
+        with self.flow.bound(session.id, commits):
+            try:
+                body = self.app(environ, start_with_session)
+            except LoginRefused as exc:  # from login_now, let through by the view
+                if ours is not None or refused:
+                    raise
+                body = _send(self.flow.refused(exc), start_with_session)
         if refused:
             _close(body)
             return [refused[0].body]
