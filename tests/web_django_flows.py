@@ -16,7 +16,8 @@ from sessionhub.propagation import Propagation, current_session_id
 class Downstream:
     """Where the views call a downstream service; set by the test."""
 
-    echo = ""
+    echo = ""  # trusted
+    elsewhere = ""  # not trusted
     propagation = Propagation([])
 
 
@@ -56,13 +57,19 @@ def django_login_and_save(request: HttpRequest) -> HttpResponse:
 def call_downstream(request: HttpRequest) -> HttpResponse:
     with Downstream.propagation.install(httpx.Client(timeout=30)) as client:
         seen = client.get(Downstream.echo).json()["id"]
-    return JsonResponse({"current": current_session_id(), "downstream": seen})
+        elsewhere = client.get(Downstream.elsewhere).json()["id"]
+    return JsonResponse(
+        {"current": current_session_id(), "downstream": seen, "elsewhere": elsewhere}
+    )
 
 
 async def acall_downstream(request: HttpRequest) -> HttpResponse:
     async with Downstream.propagation.install(httpx.AsyncClient(timeout=30)) as client:
         seen = (await client.get(Downstream.echo)).json()["id"]
-    return JsonResponse({"current": current_session_id(), "downstream": seen})
+        elsewhere = (await client.get(Downstream.elsewhere)).json()["id"]
+    return JsonResponse(
+        {"current": current_session_id(), "downstream": seen, "elsewhere": elsewhere}
+    )
 
 
 urlpatterns = [
