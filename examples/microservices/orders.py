@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask, request, session
 
+from sessionhub.auth import sessionhub_session
 from sessionhub.session import Session
 from sessionhub.web.flask import SessionHub
 
@@ -23,8 +24,7 @@ SessionHub(app)
 
 
 def _session() -> Session:
-    carried: Session = session.sessionhub_session  # type: ignore[attr-defined]
-    return carried
+    return sessionhub_session(session)
 
 
 def _view() -> dict[str, Any]:

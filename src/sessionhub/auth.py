@@ -56,9 +56,10 @@ def login_now(
     The request's response still carries the new id. RuntimeError outside a
     request served by a sessionhub middleware, or in an asyncio app.
     """
+    inner = sessionhub_session(session)
     committer = current_committer()  # before the login: a RuntimeError changes nothing
     login(session, principal, now=now)
-    committer.commit(sessionhub_session(session))
+    committer.commit(inner)
 
 
 async def alogin_now(
@@ -66,9 +67,10 @@ async def alogin_now(
 ) -> None:
     """`login_now` for asyncio apps: ASGI (Starlette, FastAPI, Litestar, Quart)
     and Django's async views."""
+    inner = sessionhub_session(session)
     committer = current_committer()
     login(session, principal, now=now)
-    await committer.acommit(sessionhub_session(session))
+    await committer.acommit(inner)
 
 
 def logout(session: MutableMapping[str, Any]) -> None:
@@ -95,8 +97,14 @@ def sessionhub_session(session: MutableMapping[str, Any]) -> Session:
         return session
     inner = getattr(session, "sessionhub_session", None)
     if not isinstance(inner, Session):
+        kind = type(session)
+        named = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
         raise TypeError(
-            f"{type(session).__name__} is not a sessionhub session: "
+            f"{named} is not a sessionhub session: "
             "install sessionhub's middleware or extension for your framework"
         )
     return inner
