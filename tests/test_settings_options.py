@@ -4,10 +4,8 @@ expiry worker), the helpers that run the worker with an app, and Redis keys chec
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,29 +28,10 @@ from sessionhub.stores.redis.consumer import EventConsumer
 from sessionhub.web.asgi import SessionMiddleware
 from sessionhub.web.worker import expiry_lifespan, start_expiry_worker
 from tests.servers import RedisServer, free_port
+from tests.test_events import BOUND, expired, wait_until
+from tests.test_web_config import clean_environment
 
-BOUND = 10.0  # seconds; generous on a shared machine
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No SESSIONHUB_* variables and no .env from outside; cwd is an empty directory."""
-    for name in list(os.environ):
-        if name.startswith("SESSIONHUB_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < BOUND, "not within the bound"
-        time.sleep(0.05)
-
-
-def expired(events: list[Event]) -> list[Event]:
-    return [event for event in events if event.type is EventType.EXPIRED]
+__all__ = ["clean_environment"]  # autouse: no SESSIONHUB_* from outside, an empty cwd
 
 
 def expiry_threads() -> int:
@@ -213,11 +192,16 @@ def test_a_worker_started_from_settings_delivers_expired_events(
     anonymous["cart"] = ["book"]
     manager.commit(anonymous)
     consumer = EventConsumer(RedisStore(redis.Redis(port=redis_server.port)), "audit", "one")
+    found: list[Event] = []
+
+    def both_reported() -> bool:
+        found.extend(expired(consumer.read(block=0.05)))
+        return len(found) >= 2
+
     worker = start_expiry_worker(settings)
     assert worker is not None
-    found: list[Event] = []
     try:
-        wait_until(lambda: len(found.__iadd__(expired(consumer.read(block=0.05)))) >= 2)
+        wait_until(both_reported)
     finally:
         worker.stop()
     assert {(event.handle, event.principal) for event in found} == {
