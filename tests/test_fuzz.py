@@ -409,6 +409,7 @@ def _latin1(text: str) -> bytes:
 
 
 def session_keys(raw_redis: redis.Redis) -> int:
+    """Session records in the run's Redis (other tests' short-lived ones may expire meanwhile)."""
     return len(raw_redis.keys("sh:s:*"))
 
 
@@ -424,7 +425,7 @@ def test_any_cookie_header_through_the_apps(
     assert status == 200
     assert apps.round_trips() - before == calls  # a value that is no id: no store call
     assert "set-cookie" not in {name.lower() for name, _ in headers}
-    assert session_keys(raw_redis) == keys
+    assert session_keys(raw_redis) <= keys  # none created
 
 
 @examples(150)
@@ -442,7 +443,7 @@ def test_any_bytes_as_headers_through_the_apps(
     found = CookiePolicy().find(text)
     candidate = found if found is not None else text.strip()
     assert apps.round_trips() - before == (1 if ID_SHAPE.fullmatch(candidate) else 0)
-    assert session_keys(raw_redis) == keys
+    assert session_keys(raw_redis) <= keys  # none created
 
 
 @examples(100)
