@@ -39,6 +39,22 @@ def test_prod_profile_defaults_to_redis_and_a_secure_cookie() -> None:
     settings = Settings.load(profile="prod")
     assert settings.store == "redis"
     assert settings.cookie.secure is True
+    assert settings.cookie.name == "__Host-session"
+    assert Settings.load().cookie.name == "session"  # dev: plain-HTTP localhost works
+
+
+@pytest.mark.parametrize(
+    ("cookie", "name"),
+    [
+        ({"name": "sid"}, "sid"),  # a name given is kept
+        ({"domain": "example.com"}, "session"),  # __Host- forbids a Domain
+        ({"path": "/app"}, "session"),  # __Host- needs Path=/
+    ],
+)
+def test_prod_uses_the_host_prefix_only_where_it_fits(
+    cookie: dict[str, object], name: str
+) -> None:
+    assert Settings.load(profile="prod", cookie=cookie).cookie.name == name
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ file in the working directory, then a YAML or TOML file given to
 `Settings.load` or named by ``SESSIONHUB_CONFIG_FILE``.
 
 Two profiles: ``dev`` (the default: memory store, cookie without Secure so
-plain-HTTP localhost works) and ``prod`` (Redis store, Secure cookie). The
+plain-HTTP localhost works) and ``prod`` (Redis store, Secure cookie, named
+``__Host-session`` unless a name, a Domain or a Path other than / is set). The
 ``prod`` profile refuses an insecure cookie when the settings are made, that
 is at application start-up, with an error saying what to change.
 """
@@ -199,8 +200,13 @@ class Settings(BaseSettings):
         prod = data.get("profile", "dev") == "prod"
         data.setdefault("store", "redis" if prod else "memory")
         cookie = data.get("cookie", {})
-        if isinstance(cookie, Mapping) and "secure" not in cookie:
-            data["cookie"] = {**cookie, "secure": prod or _needs_secure(cookie)}
+        if isinstance(cookie, Mapping):
+            if prod and _host_prefix_fits(cookie):
+                # The browser then enforces Secure, Path=/ and no Domain (ASVS 3.3.1, 3.3.3).
+                cookie = {**cookie, "name": "__Host-session"}
+            if "secure" not in cookie:
+                cookie = {**cookie, "secure": prod or _needs_secure(cookie)}
+            data["cookie"] = cookie
         return data
 
     @model_validator(mode="after")
@@ -324,6 +330,16 @@ def _misspelt_variables(environ: Mapping[str, str]) -> list[str]:
 
 def _dataclass_fields(kind: Any) -> list[str]:
     return [field.name for field in dataclasses.fields(kind)]
+
+
+def _host_prefix_fits(cookie: Mapping[str, Any]) -> bool:
+    """Whether a cookie setting leaves room for the __Host- default name."""
+    return (
+        "name" not in cookie
+        and not cookie.get("domain")
+        and cookie.get("path", "/") == "/"
+        and cookie.get("secure", True) is not False
+    )
 
 
 def _needs_secure(cookie: Mapping[str, Any]) -> bool:
