@@ -51,9 +51,7 @@ def test_prod_profile_defaults_to_redis_and_a_secure_cookie() -> None:
         ({"path": "/app"}, "session"),  # __Host- needs Path=/
     ],
 )
-def test_prod_uses_the_host_prefix_only_where_it_fits(
-    cookie: dict[str, object], name: str
-) -> None:
+def test_prod_uses_the_host_prefix_only_where_it_fits(cookie: dict[str, object], name: str) -> None:
     assert Settings.load(profile="prod", cookie=cookie).cookie.name == name
 
 
