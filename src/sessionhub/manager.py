@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .codec import Codec, CodecError, JsonCodec
 from .errors import LoginRefused, StoreUnavailable
@@ -51,6 +51,7 @@ __all__ = [
 logger = logging.getLogger("sessionhub")
 
 T = TypeVar("T")
+StoreT = TypeVar("StoreT", Store, AsyncStore)
 Steps = Generator[Operation, Any, T]
 
 
@@ -337,32 +338,45 @@ async def arun_steps(steps: Steps[T], store: AsyncStore) -> T:
         return done.value  # type: ignore[no-any-return]
 
 
-class SessionManager:
-    """Loads and commits sessions against a synchronous store."""
+class _Manager(Generic[StoreT]):
+    """What both managers do without the store: build, watch and log in sessions."""
 
     def __init__(
         self,
-        store: Store,
+        store: StoreT,
         *,
         flush_mode: FlushMode = FlushMode.ON_COMMIT,
         lifecycle: Lifecycle | None = None,
         **options: Any,
     ) -> None:
-        self.store = store
+        self.store: StoreT = store
         self.flush_mode = flush_mode
         self.lifecycle = lifecycle or Lifecycle(**options)
 
     def new_session(self) -> Session:
         return self._watch(self.lifecycle.new_session())
 
+    def login(self, session: Session, principal: str) -> None:
+        session.login(principal, now=self.lifecycle.clock())
+
+    def _watch(self, session: Session) -> Session:
+        if self.flush_mode is FlushMode.IMMEDIATE:
+            session._on_change = lambda: self._flush(session)
+        return session
+
+    def _flush(self, session: Session) -> None:
+        """Write a change made under FlushMode.IMMEDIATE (each manager its own way)."""
+        raise NotImplementedError
+
+
+class SessionManager(_Manager[Store]):
+    """Loads and commits sessions against a synchronous store."""
+
     def load(self, session_id: str | None) -> Session:
         return self._watch(run_steps(self.lifecycle.load(session_id), self.store))
 
     def commit(self, session: Session) -> Outcome:
         return run_steps(self.lifecycle.commit(session), self.store)
-
-    def login(self, session: Session, principal: str) -> None:
-        session.login(principal, now=self.lifecycle.clock())
 
     def sessions_of(self, principal: str) -> list[SessionInfo]:
         """The live sessions of `principal`, oldest login first."""
@@ -386,11 +400,6 @@ class SessionManager:
         steps = self.lifecycle.end_session(handle, principal=principal, reason=reason)
         return run_steps(steps, self.store)
 
-    def _watch(self, session: Session) -> Session:
-        if self.flush_mode is FlushMode.IMMEDIATE:
-            session._on_change = lambda: self._flush(session)
-        return session
-
     def _flush(self, session: Session) -> None:
         session._on_change = None  # a commit must not re-enter itself
         try:
@@ -399,27 +408,12 @@ class SessionManager:
             session._on_change = lambda: self._flush(session)
 
 
-class AsyncSessionManager:
+class AsyncSessionManager(_Manager[AsyncStore]):
     """Loads and commits sessions against an asyncio store.
 
     With `FlushMode.IMMEDIATE` each change is written by a task started when it
     is made; the tasks run one after another and `commit` waits for them.
     """
-
-    def __init__(
-        self,
-        store: AsyncStore,
-        *,
-        flush_mode: FlushMode = FlushMode.ON_COMMIT,
-        lifecycle: Lifecycle | None = None,
-        **options: Any,
-    ) -> None:
-        self.store = store
-        self.flush_mode = flush_mode
-        self.lifecycle = lifecycle or Lifecycle(**options)
-
-    def new_session(self) -> Session:
-        return self._watch(self.lifecycle.new_session())
 
     async def load(self, session_id: str | None) -> Session:
         return self._watch(await arun_steps(self.lifecycle.load(session_id), self.store))
@@ -429,9 +423,6 @@ class AsyncSessionManager:
         if pending is not None:
             await pending
         return await arun_steps(self.lifecycle.commit(session), self.store)
-
-    def login(self, session: Session, principal: str) -> None:
-        session.login(principal, now=self.lifecycle.clock())
 
     async def sessions_of(self, principal: str) -> list[SessionInfo]:
         """The live sessions of `principal`, oldest login first."""
@@ -455,12 +446,7 @@ class AsyncSessionManager:
         steps = self.lifecycle.end_session(handle, principal=principal, reason=reason)
         return await arun_steps(steps, self.store)
 
-    def _watch(self, session: Session) -> Session:
-        if self.flush_mode is FlushMode.IMMEDIATE:
-            session._on_change = lambda: self._schedule(session)
-        return session
-
-    def _schedule(self, session: Session) -> None:
+    def _flush(self, session: Session) -> None:
         previous = session._pending_flush
 
         async def flush() -> Outcome:
