@@ -26,9 +26,8 @@ from sessionhub import (
 )
 from sessionhub.ids import IdScheme
 from sessionhub.record import Delta, Meta, Record, apply, format_record, parse_record
-from sessionhub.stores.base import Apply
+from sessionhub.stores.base import Apply, Create, Read
 from sessionhub.stores.redis.store import SLOT_TAGS
-from tests.conftest import CountingConnection
 from tests.servers import RedisServer
 
 NOW = int(time.time() * 1000)
@@ -267,6 +266,7 @@ _values = st.sampled_from([b"1", b'"x"', b"[1,2]", b'{"k":null}', b"true"])
     sets=st.dictionaries(_names, _values),
     deletes=st.lists(_names, max_size=3),
     clear=st.booleans(),
+    base=st.sampled_from(["none", "current", "stale"]),
 )
 def test_lua_merge_matches_python_merge(
     redis_client: redis.Redis,
@@ -274,8 +274,15 @@ def test_lua_merge_matches_python_merge(
     sets: dict[bytes, bytes],
     deletes: list[bytes],
     clear: bool,
+    base: str,
 ) -> None:
-    """The two implementations of the record merge agree (memory store vs Redis)."""
+    """The two implementations of the record merge agree (memory store vs Redis).
+
+    A commit that brings the record it expects to leave gets it stored as it
+    is while the stored version is the one it read ("current"); built from an
+    older version ("stale": another request wrote meanwhile), it is ignored and
+    the change merged into the record as it is now.
+    """
     now = int(time.time() * 1000)
     record = Record(Meta(now - 5000, now - 5000, 60_000, now + 3_600_000, 3), start)
     deletes = [name for name in deletes if name not in sets]
@@ -283,11 +290,116 @@ def test_lua_merge_matches_python_merge(
     store = RedisStore(redis_client)
     key = store.commands.key("Axxxxxxxxxxxxxxxxxxxxxx")
     redis_client.set(key, format_record(record), px=60_000)
-    CountingConnection.sent = 0
-    meta = store.execute(Apply("Axxxxxxxxxxxxxxxxxxxxxx", delta, now))
+    older = Record(Meta(now - 5000, now - 5000, 60_000, now + 3_600_000, 2), {b'"old"': b"0"})
+    claimed = {"none": None, "current": record, "stale": older}[base]
+    expected_by_client = None if claimed is None else apply(claimed, delta, now)
+    meta = store.execute(Apply("Axxxxxxxxxxxxxxxxxxxxxx", delta, now, expected_by_client))
     expected = apply(record, delta, now)
     assert meta == expected.meta
     assert parse_record(redis_client.get(key)) == expected  # type: ignore[arg-type]
+
+
+def _calls(client: redis.Redis) -> dict[str, int]:
+    """Commands run so far, by name: sent by clients or run by scripts."""
+    stats = client.info("commandstats")
+    return {name[8:]: int(each["calls"]) for name, each in stats.items()}
+
+
+def _more(client: redis.Redis, before: dict[str, int]) -> dict[str, int]:
+    after = _calls(client)
+    return {
+        name: after[name] - before.get(name, 0)
+        for name in after
+        if after[name] != before.get(name, 0) and name not in ("info", "config|resetstat")
+    }
+
+
+def test_a_read_is_one_get_and_refreshes_only_when_due(redis_client: redis.Redis) -> None:
+    clock = [1_000_000.0]
+    manager = SessionManager(
+        RedisStore(redis_client),
+        timeouts=Timeouts(idle=600, absolute=3600, refresh_share=0.1),
+        clock=lambda: clock[0],
+    )
+    session = manager.new_session()
+    session["a"] = 1
+    session_id = manager.commit(session).id
+    [key] = redis_client.keys("*")
+    before = _calls(redis_client)
+    clock[0] += 59  # under a tenth of the idle timeout
+    assert manager.load(session_id).accessed_at == 1_000_000
+    assert _more(redis_client, before) == {"get": 1}
+    before = _calls(redis_client)
+    clock[0] += 2  # past it: the idle expiry moves
+    assert manager.load(session_id).accessed_at == 1_000_061
+    # The GET, then the script (its own GET, SET and ZADD count too).
+    assert _more(redis_client, before) == {"get": 2, "evalsha": 1, "set": 1, "zadd": 1}
+    assert parse_record(redis_client.get(key)).meta.accessed == 1_000_061_000  # type: ignore[arg-type]
+
+
+def test_a_record_past_its_time_reads_as_no_session(redis_client: redis.Redis) -> None:
+    """Redis drops a key at its TTL; a read a moment before (clocks differ) must not revive it."""
+    store = RedisStore(redis_client)
+    now = int(time.time() * 1000)
+    handle = "Axxxxxxxxxxxxxxxxxxxxxx"
+    record = Record(Meta(now - 90_000, now - 90_000, 60_000, now + 60_000, 1), {b'"a"': b"1"})
+    redis_client.set(store.commands.key(handle), format_record(record), px=60_000)
+    assert store.execute(Read(handle, now, 0.1)) is None
+    assert store.execute(Read(handle, now - 40_000, 1.0)) == record  # before its time: found
+
+
+def test_a_commit_after_an_unseen_commit_merges(redis_client: redis.Redis) -> None:
+    """Two requests load the same session; the second commits a version it did not read."""
+    manager = SessionManager(RedisStore(redis_client))
+    session = manager.new_session()
+    session["a"] = 1
+    session_id = manager.commit(session).id
+    first, second = manager.load(session_id), manager.load(session_id)
+    first["b"] = 2
+    manager.commit(first)
+    before = _calls(redis_client)
+    second["c"] = 3
+    manager.commit(second)
+    second["d"] = 4  # the second knows no longer what is stored: merged again
+    manager.commit(second)
+    assert _more(redis_client, before) == {"evalsha": 2, "get": 2, "set": 2, "zadd": 2}
+    assert dict(manager.load(session_id)) == {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert manager.load(session_id).version == 4
+
+
+def test_an_anonymous_session_is_stored_with_one_set(redis_client: redis.Redis) -> None:
+    manager = SessionManager(RedisStore(redis_client))
+    before = _calls(redis_client)
+    session = manager.new_session()
+    session.update(PAYLOAD)
+    manager.commit(session)
+    assert _more(redis_client, before) == {"set": 1}
+    assert 0 < redis_client.pttl(redis_client.keys("*")[0]) <= 1800_000
+    # Logged in, or with anonymous sessions tracked: the script keeps the books.
+    for store, login in (
+        (RedisStore(redis_client), True),
+        (RedisStore(redis_client, anonymous_events=True), False),
+    ):
+        manager = SessionManager(store)
+        session = manager.new_session()
+        session["a"] = 1
+        if login:
+            manager.login(session, "alice")
+        before = _calls(redis_client)
+        manager.commit(session)
+        assert _more(redis_client, before)["evalsha"] == 1
+
+
+def test_an_anonymous_create_sent_again_finds_itself(redis_client: redis.Redis) -> None:
+    store = RedisStore(redis_client)
+    now = int(time.time() * 1000)
+    record = Record(Meta(now, now, 60_000, now + 60_000, 1), {b'"a"': b"1"})
+    handle = "Axxxxxxxxxxxxxxxxxxxxxx"
+    assert store.execute(Create(handle, record)) is True
+    assert store.execute(Create(handle, record)) is True  # its first reply was lost
+    other = Record(Meta(now, now, 60_000, now + 60_000, 1), {b'"a"': b"2"})
+    assert store.execute(Create(handle, other)) is False  # taken
+    assert parse_record(redis_client.get(store.commands.key(handle))) == record  # type: ignore[arg-type]
 
 
 def test_unreachable_store_raises_store_unavailable() -> None:

@@ -22,7 +22,7 @@ from .errors import LoginRefused, StoreUnavailable
 from .events import Reason
 from .ids import IdScheme, SessionRef, is_handle
 from .policy import FlushMode, Timeouts
-from .record import BINDING, PRINCIPAL, Delta, Meta, Record, RecordError
+from .record import BINDING, PRINCIPAL, Delta, Meta, Record, RecordError, apply
 from .session import Session
 from .stores.base import (
     LIMIT_REACHED,
@@ -194,11 +194,15 @@ class Lifecycle:
             return self._outcome(session, send=True)
         if delta is None:
             return self._outcome(session, send=session._refreshed and session.persistent)
-        meta = yield Apply(ref.handle, delta, now)
+        base = session._base
+        expected = apply(base, delta, now) if base is not None else None
+        meta = yield Apply(ref.handle, delta, now, expected)
         if meta is None:
             return self._gone(session, ref)
         expiry_moved = meta.expires != session._meta.expires
         session._committed(ref, meta, delta)
+        if expected is not None and meta == expected.meta:
+            session._base = expected
         return self._outcome(session, send=expiry_moved and session.persistent)
 
     def _create(self, session: Session, ended: bool, principal: str | None) -> Steps[Outcome]:
@@ -228,6 +232,7 @@ class Lifecycle:
             raise self._refused(session, principal)
         logger.info("session created", extra={"session_handle": ref.handle})
         session._committed(ref, meta, None)
+        session._base = record
         return self._outcome(session, send=True)
 
     def _shard(self, session: Session, current: str | None) -> str | None:

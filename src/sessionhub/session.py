@@ -66,6 +66,10 @@ class Session(MutableMapping[str, JSON]):
     _deadline_change: int | None
     _rotate: bool
     _doomed: SessionRef | None
+    # The record as stored, when this process knows it exactly (after a load,
+    # a create or an unmerged commit): a commit can then send the record it
+    # leaves, which the store keeps as it is unless someone wrote meanwhile.
+    _base: Record | None
 
     def __init__(self, codec: Codec, meta: Meta, ref: SessionRef | None = None) -> None:
         self._codec = codec
@@ -83,6 +87,7 @@ class Session(MutableMapping[str, JSON]):
     def from_record(cls, codec: Codec, ref: SessionRef, record: Record) -> Session:
         """The session a record describes; RecordError/CodecError if it cannot be read."""
         session = cls(codec, record.meta, ref)
+        session._base = record
         binding = record.fields.get(BINDING, b"").decode("ascii", "replace")
         for name, raw in record.fields.items():
             if name[:1] == b"!":
@@ -411,3 +416,4 @@ class Session(MutableMapping[str, JSON]):
         self._doomed = None
         self._idle_change = None
         self._deadline_change = None
+        self._base = None

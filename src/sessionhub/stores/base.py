@@ -11,7 +11,7 @@ operation         effect                                           result
 `Create`          store a new record, unless the handle exists     True if stored, or
                                                                    `LIMIT_REACHED`
 `Apply`           merge a `Delta` into an existing record          new `Meta`, or None if
-                                                                   the session is gone
+                  (or store `expected` if nobody wrote since)      the session is gone
 `Rotate`          like `Apply`, then move the record to a new      new `Meta`, None, or
                   handle                                           `LIMIT_REACHED`
 `Delete`          remove the record                                True if it existed
@@ -104,6 +104,11 @@ class Apply:
     handle: str
     delta: Delta
     now: int
+    #: The record as this commit leaves it if nobody wrote since the session
+    #: was read (its version is the read one's plus one), or None. A store may
+    #: store it as it is when the stored version is still the read one
+    #: instead of merging `delta` (Redis: a blind SET, no merge in Lua).
+    expected: Record | None = None
 
 
 @dataclass(frozen=True, slots=True)

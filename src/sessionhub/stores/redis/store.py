@@ -15,10 +15,13 @@ over any split of the slot range into contiguous parts, as Cluster makes. A
 logged-in session lives in its principal's shard, so its record, its user's
 index, and its shard's schedule and stream share one slot and every script
 stays single-slot. Every operation is one round trip (a command or a script
-called by SHA); the exceptions are a login that moves a session to another
-shard on a Cluster, where old and new keys live in different slots and the
-move takes three (read, copy, hand over; see `RedisCommands._move`), and the
-sweep, which takes one per shard.
+called by SHA); the exceptions are a read that finds the idle expiry due to
+move (a GET, then the script that moves it: once per refresh share of the
+idle timeout), a login that moves a session to another shard on a Cluster,
+where old and new keys live in different slots and the move takes three
+(read, copy, hand over; see `RedisCommands._move`), and the sweep, which
+takes one per shard. A read is a plain GET and a new anonymous session a
+plain SET: the scripts are for the writes that keep books or may race.
 
 How each operation maps to Redis is written once, in `RedisCommands`, as
 generators of calls; `RedisStore` and `AsyncRedisStore` only send them.
@@ -47,6 +50,7 @@ from ...events import EventType, Listeners, event_from_fields
 from ...ids import SHARD_ALPHABET
 from ...record import (
     PRINCIPAL,
+    USER,
     Delta,
     Meta,
     Record,
@@ -69,6 +73,7 @@ from ..base import (
     ReleaseLease,
     Rotate,
     Sweep,
+    refresh_due,
 )
 from .scripts import (
     APPLY,
@@ -183,6 +188,13 @@ def _delta_changes(delta: Delta) -> list[Any]:
     return args
 
 
+def _expected_args(expected: Record | None, now: int) -> tuple[Any, ...]:
+    if expected is None:
+        return ("", "", "")
+    meta = expected.meta
+    return (meta.version - 1, format_record(expected), meta.expires - now)
+
+
 def _limit_args(limit: SessionLimit | None) -> tuple[Any, str]:
     return ("", "") if limit is None else (limit.max_sessions, limit.policy.value)
 
@@ -232,6 +244,7 @@ class RedisCommands:
         self.cluster = cluster
         self.listeners = listeners or Listeners()
         self._settings = (stream_length, "1" if anonymous_events else "0")
+        self._anonymous = anonymous_events
 
     def key(self, handle: str) -> str:
         return f"{self.namespace}:s:{{{SLOT_TAGS[handle[0]]}}}{handle[1:]}"
@@ -254,17 +267,19 @@ class RedisCommands:
     def steps(self, operation: Operation) -> Calls:
         match operation:
             case Read(handle, now, share):
-                blob = yield Call((1, self.key(handle), now, share), READ)
-                return None if blob is None else parse_record(blob)
+                return (yield from self._read(handle, now, share))
             case Create(handle, record, limit):
                 meta = record.meta
-                status = yield from self._create(
-                    handle, record, meta.created, meta.expires - meta.created, limit
-                )
+                ttl = meta.expires - meta.created
+                if limit is None and USER not in record.fields and not self._anonymous:
+                    # Nothing to book or report: a plain SET.
+                    return (yield from self._put_new(handle, record, ttl))
+                status = yield from self._create(handle, record, meta.created, ttl, limit)
                 return LIMIT_REACHED if status < 0 else status == 1
-            case Apply(handle, delta, now):
-                args = (*_delta_head(delta, now), *_delta_changes(delta))
-                return _meta((yield Call((1, self.key(handle), *args), APPLY)))
+            case Apply(handle, delta, now, expected):
+                args = (*_delta_head(delta, now), *_expected_args(expected, now))
+                reply = yield Call((1, self.key(handle), *args, *_delta_changes(delta)), APPLY)
+                return expected.meta if reply == 1 and expected else _meta(reply)
             case Rotate(handle, new_handle, delta, now, limit):
                 if self.cluster and SLOT_TAGS[handle[0]] != SLOT_TAGS[new_handle[0]]:
                     return (yield from self._move(handle, new_handle, delta, now, limit))
@@ -291,6 +306,33 @@ class RedisCommands:
                 yield Call((1, self.lease_key(name), token, ""), LEASE)
                 return None
         raise TypeError(f"unknown operation {operation!r}")
+
+    def _read(self, handle: str, now: int, share: float) -> Calls:
+        """A plain GET; the refresh script only when the idle expiry is due to move.
+
+        With the default refresh share (a tenth of the idle timeout) a session
+        is refreshed once every few minutes, so nearly every read is a GET.
+        """
+        key = self.key(handle)
+        blob = _live((yield Call(("GET", key))))
+        if blob is None:
+            return None
+        record = parse_record(blob)
+        if record.meta.expires <= now:
+            return None  # Redis drops the key any moment; the sweep reports it
+        if refresh_due(record, now, share):
+            blob = yield Call((1, key, now, share), READ)
+            return None if blob is None else parse_record(blob)
+        return record
+
+    def _put_new(self, handle: str, record: Record, ttl: int) -> Calls:
+        """Store a record no book keeps (an anonymous session): True if stored."""
+        blob = format_record(record)
+        key = self.key(handle)
+        if (yield Call(("SET", key, blob, "PX", ttl, "NX"))) is not None:
+            return True
+        # Taken -- or stored by this very call, whose first reply was lost.
+        return (yield Call(("GET", key))) == blob
 
     def _script(self, script: Script, keys: tuple[str, ...], args: tuple[Any, ...]) -> Calls:
         """Run a script that reports events: its status, result and events (sent on)."""

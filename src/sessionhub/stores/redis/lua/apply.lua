@@ -1,19 +1,30 @@
--- Merge a commit into an existing session; never recreate a missing one.
+-- Commit changes to an existing session; never recreate a missing one.
 -- A session that timed out meanwhile stays in the schedule: the sweep reports it.
--- KEYS[1] session; ARGV: now, idle|'', deadline|'', clear '1'|'0', name, value...
+-- KEYS[1] session; ARGV: now, idle|'', deadline|'', clear '1'|'0',
+-- version read|'', the record as the commit leaves it, its ttl, name, value...
+-- While the stored version is still the one the client read, the client's
+-- record is stored as it is (returns 1): a merge costs more than everything
+-- else here. Otherwise the changes are merged into the record as it is now
+-- (returns the merged header).
 local blob = get_record(KEYS[1])
 if not blob then
   return false
 end
-local merged, meta, ttl = merge(blob, tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4] == '1', 5)
-if not merged then
-  return redis.error_reply('SESSIONHUB malformed record')
+local now = tonumber(ARGV[1])
+local stored, reply, ttl
+if ARGV[5] ~= '' and string.match(blob, '^%d+ %d+ %d+ %d+ (%d+)') == ARGV[5] then
+  stored, reply, ttl = ARGV[6], 1, tonumber(ARGV[7])
+else
+  stored, reply, ttl = merge(blob, now, ARGV[2], ARGV[3], ARGV[4] == '1', 8)
+  if not stored then
+    return redis.error_reply('SESSIONHUB malformed record')
+  end
 end
 if ttl <= 0 then
   redis.call('DEL', KEYS[1])
   return false
 end
-redis.call('SET', KEYS[1], merged, 'PX', ttl)
+redis.call('SET', KEYS[1], stored, 'PX', ttl)
 local b, digest = books(KEYS[1])
-retrack(b, digest, merged, tonumber(ARGV[1]), ttl)
-return meta
+retrack(b, digest, stored, now, ttl)
+return reply
