@@ -88,18 +88,25 @@ class Session(MutableMapping[str, JSON]):
         """The session a record describes; RecordError/CodecError if it cannot be read."""
         session = cls(codec, record.meta, ref)
         session._base = record
+        values, stored, meta = session._values, session._stored, session._meta_fields
         binding = record.fields.get(BINDING, b"").decode("ascii", "replace")
+        plain = codec.stores_plaintext
         for name, raw in record.fields.items():
             if name[:1] == b"!":
-                session._meta_fields[name] = raw
+                meta[name] = raw
                 continue
             attribute = attribute_name(name)
+            if plain:
+                values[attribute] = from_json(raw, attribute)
+                stored[attribute] = raw
+                continue
             plaintext = codec.open(raw, attribute, binding)
-            session._values[attribute] = from_json(plaintext, attribute)
-            session._stored[attribute] = plaintext if codec.is_current(raw) else None
+            values[attribute] = from_json(plaintext, attribute)
+            stored[attribute] = plaintext if codec.is_current(raw) else None
+        if not meta:
+            return session
         # Metadata is checked now, so that a damaged record fails the load (a new
         # session) and not a property read or a commit later on.
-        meta = session._meta_fields
         if PRINCIPAL in meta and not isinstance(loads(meta[PRINCIPAL]), str):
             raise RecordError("principal is not a string")
         if AUTH_TIME in meta and not (meta[AUTH_TIME].isdigit() and len(meta[AUTH_TIME]) <= 15):
