@@ -19,7 +19,7 @@ from typing import Any, cast
 import httpx
 import pytest
 import redis
-from django.contrib.sessions.backends.base import UpdateError
+from django.contrib.sessions.backends.base import SessionBase, UpdateError
 from django.test.utils import override_settings
 from django.utils import timezone
 
@@ -445,6 +445,27 @@ def test_django_own_middleware_works_with_the_engine(
             assert keys(store) == []
         finally:
             client.close()
+
+
+def test_the_response_s_own_vary_is_merged_with_ours(redis_server: RedisServer) -> None:
+    client = Client("django", _conf(redis_server))
+    try:
+        assert client.get("/varied").headers["vary"] == "Accept-Language, Cookie"
+        assert client.get("/read").headers["vary"] == "Cookie"
+        assert "vary" not in client.get("/anon").headers
+    finally:
+        client.close()
+
+
+def test_the_store_starts_as_django_s_own() -> None:
+    """SessionStore skips SessionBase.__init__ (for a lazy serializer): it must set
+    everything that does, to the same values."""
+    ours, django_s = SessionStore("k" * 32), SessionBase("k" * 32)
+    expected = vars(django_s)
+    assert {name: vars(ours)[name] for name in expected if name != "serializer"} == {
+        name: value for name, value in expected.items() if name != "serializer"
+    }
+    assert ours.serializer is django_s.serializer
 
 
 def test_the_middleware_loads_lazily_and_answers_503_when_the_store_is_down() -> None:

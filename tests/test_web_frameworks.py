@@ -23,6 +23,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from sessionhub import Session
+from sessionhub.auth import alogin_now, login_now, sessionhub_session
 from sessionhub.config import Settings
 from sessionhub.ids import IdScheme
 from sessionhub.propagation import current_session_id
@@ -195,6 +196,88 @@ def websocket_scope(cookie: str) -> dict[str, Any]:
     }
 
 
+def http_scope(headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "scheme": "http",
+        "query_string": b"",
+        "headers": headers or [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("looks", "headers", "expected"),
+    [
+        # As ASGI asks (lower-case names, no Vary of its own): Vary is added, the rest kept.
+        (
+            True,
+            [(b"content-type", b"text/plain"), (b"x-trace", b"t1")],
+            [(b"content-type", b"text/plain"), (b"x-trace", b"t1"), (b"vary", b"Cookie")],
+        ),
+        # The application's own Vary: merged with ours.
+        (
+            True,
+            [(b"vary", b"Accept-Encoding"), (b"content-type", b"text/plain")],
+            [(b"content-type", b"text/plain"), (b"vary", b"Accept-Encoding, Cookie")],
+        ),
+        # Names not in lower case are lower-cased, as by every merge.
+        (
+            True,
+            [(b"Content-Type", b"text/plain")],
+            [(b"content-type", b"text/plain"), (b"vary", b"Cookie")],
+        ),
+        # A session nobody looked at: the headers pass as they were sent.
+        (False, [(b"Content-Type", b"text/plain")], [(b"Content-Type", b"text/plain")]),
+    ],
+)
+def test_asgi_vary_joins_the_app_s_headers(
+    looks: bool, headers: list[tuple[bytes, bytes]], expected: list[tuple[bytes, bytes]]
+) -> None:
+    sent_headers = list(headers)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if looks:
+            scope["session"].get("user")
+        await send({"type": "http.response.start", "status": 200, "headers": sent_headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    start, body = asgi_exchange(SessionMiddleware(app, settings=MEMORY), http_scope(), [])
+    assert start["headers"] == expected
+    assert sent_headers == headers  # the application's list is left as it was
+    assert body == {"type": "http.response.body", "body": b"ok"}
+
+
+def test_an_earlier_commit_s_news_reach_the_response_asgi() -> None:
+    """The view's login_now finds the session ended elsewhere: nothing is left to
+    commit when the response starts, yet the response clears the cookie."""
+    settings = Settings.load(store="memory")
+    elsewhere = settings.async_session_manager()  # the same memory store
+
+    async def write(request: Request) -> Response:
+        request.session["cart"] = "1 pear"
+        return PlainTextResponse("ok")
+
+    async def login(request: Request) -> Response:
+        session = sessionhub_session(request.session)
+        assert session.handle is not None
+        await elsewhere.end_session(session.handle)
+        await alogin_now(session, "alice")
+        assert session.is_new
+        assert not session.modified
+        return PlainTextResponse("in")
+
+    app = starlette_app(settings, Route("/write", write), Route("/login", login))
+    session_id = cookie_value(asgi_call(app, "GET", "/write"))
+    reply = asgi_call(app, "GET", "/login", {"Cookie": f"session={session_id}"})
+    [header] = reply.set_cookies()
+    assert header.startswith("session=; Path=/; Max-Age=0")
+    assert reply.headers["cache-control"] == "no-store"
+
+
 def test_websockets_read_the_session() -> None:
     async def write(request: Request) -> Response:
         request.session["name"] = "ws-user"
@@ -341,6 +424,77 @@ def test_session_of_without_the_middleware() -> None:
         RuntimeError, match=r"wrap the app in sessionhub\.web\.wsgi\.SessionMiddleware"
     ):
         session_of({})
+
+
+def wsgi_start(app: Any) -> list[tuple[str, str]]:
+    """The headers `app` starts its response with."""
+    started: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started[:] = [status, headers]
+        return lambda data: None
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.input": None}
+    assert b"".join(app(environ, start_response)) == b"ok"
+    headers: list[tuple[str, str]] = started[1]
+    return headers
+
+
+@pytest.mark.parametrize(
+    ("looks", "headers", "expected"),
+    [
+        (
+            True,
+            [("Content-Type", "text/plain"), ("X-Trace", "t1")],
+            [("Content-Type", "text/plain"), ("X-Trace", "t1"), ("Vary", "Cookie")],
+        ),
+        (
+            True,
+            [("vary", "Accept-Encoding"), ("Content-Type", "text/plain")],
+            [("Content-Type", "text/plain"), ("Vary", "Accept-Encoding, Cookie")],
+        ),
+        (False, [("Content-Type", "text/plain")], [("Content-Type", "text/plain")]),
+    ],
+)
+def test_wsgi_vary_joins_the_app_s_headers(
+    looks: bool, headers: list[tuple[str, str]], expected: list[tuple[str, str]]
+) -> None:
+    sent_headers = list(headers)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if looks:
+            session_of(environ).get("user")
+        start_response("200 OK", sent_headers)
+        return [b"ok"]
+
+    assert wsgi_start(WSGISessionMiddleware(app, settings=MEMORY)) == expected
+    assert sent_headers == headers
+
+
+def test_an_earlier_commit_s_news_reach_the_response_wsgi() -> None:
+    settings = Settings.load(store="memory")
+    elsewhere = settings.session_manager()  # the same memory store
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        session = session_of(environ)
+        if environ["PATH_INFO"] == "/write":
+            session["cart"] = "1 pear"
+        else:
+            assert session.handle is not None
+            elsewhere.end_session(session.handle)
+            login_now(session, "alice")
+            assert session.is_new
+            assert not session.modified
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    middleware = WSGISessionMiddleware(app, settings=settings)
+    written = _call_wsgi(middleware, "GET", "/write", "", {})
+    session_id = written.set_cookies()[0].split(";")[0].split("=", 1)[1]
+    reply = _call_wsgi(middleware, "GET", "/login", "", {"Cookie": f"session={session_id}"})
+    [header] = reply.set_cookies()
+    assert header.startswith("session=; Path=/; Max-Age=0")
+    assert reply.headers["cache-control"] == "no-store"
 
 
 def flask_app(**config: Any) -> flask.Flask:

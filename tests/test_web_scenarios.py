@@ -15,6 +15,8 @@ from urllib.parse import urlencode
 import pytest
 import redis
 
+from sessionhub import AsyncSessionManager, Outcome, Session, SessionManager
+from sessionhub.hooks import add_manager_hook
 from sessionhub.ids import IdScheme
 from tests.servers import RedisServer, free_port
 from tests.web_apps import KINDS, Client, RoundTrips
@@ -59,6 +61,34 @@ def open_client(kind: str, redis_server: RedisServer) -> Iterator[OpenClient]:
         client.close()
 
 
+@pytest.fixture
+def commits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Session]]:
+    """The sessions committed, by every manager the settings build meanwhile."""
+    committed: list[Session] = []
+
+    def count(manager: SessionManager | AsyncSessionManager) -> None:
+        if isinstance(manager, AsyncSessionManager):
+            acommit = manager.commit
+
+            async def acounted(session: Session) -> Outcome:
+                committed.append(session)
+                return await acommit(session)
+
+            monkeypatch.setattr(manager, "commit", acounted)
+        else:
+            commit = manager.commit
+
+            def counted(session: Session) -> Outcome:
+                committed.append(session)
+                return commit(session)
+
+            monkeypatch.setattr(manager, "commit", counted)
+
+    remove = add_manager_hook(count)
+    yield committed
+    remove()
+
+
 def session_keys(store: redis.Redis) -> list[bytes]:
     keys: list[bytes] = store.keys("sh:s:*")  # type: ignore[assignment]
     return keys
@@ -96,6 +126,19 @@ def test_anonymous_requests_cost_no_store_call(
     assert "vary" not in untouched.headers
     assert looked.headers["vary"] == "Cookie"  # the body depended on the (absent) session
     assert session_keys(store) == []
+
+
+def test_a_new_session_nobody_changed_is_not_committed(
+    open_client: OpenClient, commits: list[Session]
+) -> None:
+    client = open_client()
+    warm_up(client)
+    before = len(commits)
+    client.get("/anon")
+    client.get("/read")
+    assert len(commits) == before  # not a commit that stores nothing: no commit at all
+    client.post("/write", key="a", value="1")
+    assert len(commits) == before + 1
 
 
 def test_first_write_sets_the_configured_cookie(

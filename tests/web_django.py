@@ -61,6 +61,13 @@ def write(request: HttpRequest) -> HttpResponse:
     return HttpResponse("written")
 
 
+def varied(request: HttpRequest) -> HttpResponse:
+    """A view whose response has a Vary of its own, and looks at the session."""
+    response = HttpResponse(str(request.session.get("user")))
+    response["Vary"] = "Accept-Language"
+    return response
+
+
 def login(request: HttpRequest) -> HttpResponse:
     auth.login(request.session, request.GET["user"])
     return HttpResponse("in")
@@ -105,6 +112,7 @@ urlpatterns = [
     path("anon", anon),
     path("read", read),
     path("write", write),
+    path("varied", varied),
     path("login", login),
     path("logout", logout),
     path("fail", fail),

@@ -21,9 +21,7 @@ from ..config import Settings
 from ..errors import LoginRefused, StoreUnavailable
 from ..manager import AsyncSessionManager
 from ..session import Session
-from .binding import ClientSignals
-from .flow import ANSWERED, PlainResponse, RequestCommits, SessionFlow, merge_headers
-from .resolvers import Presented
+from .flow import ANSWERED, PlainResponse, RequestCommits, SessionFlow, bind, merge_headers, unbind
 
 __all__ = ["SessionMiddleware"]
 
@@ -59,6 +57,7 @@ class SessionMiddleware:
         self.app = app
         self.manager = manager
         self.flow = flow
+        self._vary = (b"vary", flow.vary[1].encode("latin-1"))
 
     @classmethod
     def shared(cls, settings: Settings | None = None) -> Callable[[ASGIApp], SessionMiddleware]:
@@ -75,20 +74,28 @@ class SessionMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        flow = self.flow
         headers = _ScopeHeaders(scope["headers"])
-        presented = self.flow.read_id(headers)
-        seen = self.flow.binding.observe(headers, _peer(scope))
-        try:
-            session = await self.manager.load(presented.value if presented else None)
-        except StoreUnavailable as exc:
-            await self._refuse(scope, send, self.flow.unavailable(exc))
-            return
-        self.flow.binding.check(session, seen)
+        presented = flow.read_id(headers)
+        binding = flow.binding
+        seen = binding.observe(headers, _peer(scope)) if binding.enabled else None
+        if presented is None or presented.value is None:
+            session = self.manager.new_session()
+        else:
+            try:
+                session = await self.manager.load(presented.value)
+            except StoreUnavailable as exc:
+                await self._refuse(scope, send, flow.unavailable(exc))
+                return
+            binding.check(session, seen)
         scope["session"] = session
         if scope["type"] == "websocket":
             # No committer: a new id could not reach the client.
-            with self.flow.bound(session.id, None):
+            bound = bind(session.id, None)
+            try:
                 await self.app(scope, receive, send)
+            finally:
+                unbind(bound)
             return
 
         commits = RequestCommits(session, self.manager)
@@ -102,41 +109,40 @@ class SessionMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 try:
-                    message = await self._finish(scope, session, presented, seen, commits, message)
+                    _adopt_replacement(scope, session)
+                    if seen is not None:
+                        binding.record(session, seen)
+                    commit = flow.needs_commit(session, message["status"])
+                    outcome = await self.manager.commit(session) if commit else None
                 except ANSWERED as exc:
                     replaced = True
-                    await self._refuse(scope, send, self.flow.answer(exc))
+                    await self._refuse(scope, send, flow.answer(exc))
                     return
+                ours = flow.response_headers(presented, session, commits.news(outcome))
+                message = self._with_headers(message, ours)
             await send(message)
 
-        with self.flow.bound(session.id, commits):
-            try:
-                await self.app(scope, receive, send_with_session)
-            except LoginRefused as exc:  # from login_now, let through by the view
-                if started:
-                    raise
-                await self._refuse(scope, send_with_session, self.flow.refused(exc))
+        bound = bind(session.id, commits)
+        try:
+            await self.app(scope, receive, send_with_session)
+        except LoginRefused as exc:  # from login_now, let through by the view
+            if started:
+                raise
+            await self._refuse(scope, send_with_session, flow.refused(exc))
+        finally:
+            unbind(bound)
 
-    async def _finish(
-        self,
-        scope: Scope,
-        session: Session,
-        presented: Presented | None,
-        seen: ClientSignals | None,
-        commits: RequestCommits,
-        start: Message,
-    ) -> Message:
-        """The response start, once the session is committed and its headers added."""
-        session = _adopt_replacement(scope, session)
-        self.flow.binding.record(session, seen)
-        commit = self.flow.should_commit(start["status"])
-        outcome = await self.manager.commit(session) if commit else None
-        ours = self.flow.response_headers(presented, session, commits.news(outcome))
+    def _with_headers(self, start: Message, ours: list[tuple[str, str]]) -> Message:
+        """The response start with the flow's headers added."""
         if not ours:
             return start
-        existing = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", ())]
-        merged = merge_headers(existing, ours)
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in merged]
+        raw = start.get("headers", ())
+        if self.flow.only_vary(ours) and _mergeless(raw):
+            headers = [*raw, self._vary]
+        else:
+            existing = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+            merged = merge_headers(existing, ours)
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in merged]
         return {**start, "headers": headers}
 
     @staticmethod
@@ -154,16 +160,33 @@ class SessionMiddleware:
 class _ScopeHeaders:
     """An ASGI scope's headers, looked up by lower-case name."""
 
+    __slots__ = ("_headers",)
+
     def __init__(self, headers: Any) -> None:
         self._headers: list[tuple[bytes, bytes]] = headers
 
     def get(self, name: str, /) -> str | None:
         wanted = name.encode("latin-1")
-        values = [value.decode("latin-1") for key, value in self._headers if key == wanted]
-        if not values:
-            return None
-        # HTTP/2 may split the Cookie header; it is rejoined with "; " (RFC 9113 8.2.3).
-        return "; ".join(values) if name == "cookie" else values[0]
+        found: bytes | None = None
+        for key, value in self._headers:
+            if key != wanted:
+                continue
+            if found is None:
+                found = value
+            elif name == "cookie":
+                # HTTP/2 may split the Cookie header; it is rejoined with "; " (RFC 9113 8.2.3).
+                found += b"; " + value
+        return None if found is None else found.decode("latin-1")
+
+
+def _mergeless(headers: Any) -> bool:
+    """Whether adding a Vary to these response headers needs no merge: none is
+    a Vary, and every name is lower-case already, as ASGI asks (a merge would
+    lower-case them)."""
+    for name, _ in headers:  # noqa: SIM110 (a loop: half the time of all() over a generator)
+        if name == b"vary" or not name.islower():
+            return False
+    return True
 
 
 def _peer(scope: Scope) -> str | None:
@@ -172,15 +195,15 @@ def _peer(scope: Scope) -> str | None:
     return str(client[0]) if client else None
 
 
-def _adopt_replacement(scope: Scope, session: Session) -> Session:
-    """The session, updated if the application replaced ``scope["session"]``.
+def _adopt_replacement(scope: Scope, session: Session) -> None:
+    """Update the session if the application replaced ``scope["session"]``.
 
     Litestar's ``request.set_session(mapping)`` replaces the contents;
     ``request.clear_session()`` (or None) ends the session.
     """
     value: object = scope.get("session")
     if value is session:
-        return session
+        return
     if isinstance(value, Mapping):
         session.clear()
         session.update(value)
@@ -192,7 +215,6 @@ def _adopt_replacement(scope: Scope, session: Session) -> Session:
             "sessionhub sessions hold JSON values: set a dict"
         )
     scope["session"] = session
-    return session
 
 
 def _litestar_empty() -> object:

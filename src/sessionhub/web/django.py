@@ -40,8 +40,9 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Container, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import datetime
+from functools import cached_property
 from http.cookies import Morsel
 from inspect import isawaitable
 from typing import Any
@@ -54,6 +55,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.deprecation import MiddlewareMixin
+from django.utils.module_loading import import_string
 
 from ..config import Settings
 from ..errors import LoginRefused, StoreUnavailable
@@ -62,9 +64,10 @@ from ..manager import AsyncSessionManager, Outcome, SessionManager
 from ..policy import Timeouts
 from ..session import Session
 from .binding import ClientSignals
-from .flow import ANSWERED, PlainResponse, SessionFlow
+from .flow import ANSWERED, Bound, PlainResponse, SessionFlow, bind, unbind
 from .resolvers import Presented
 from .worker import start_expiry_worker as _start_expiry_worker
+from .wsgi import _EnvironHeaders
 
 __all__ = ["SessionMiddleware", "SessionStore", "start_expiry_worker"]
 
@@ -135,12 +138,21 @@ class SessionStore(SessionBase):
     """
 
     def __init__(self, session_key: str | None = None) -> None:
-        super().__init__(session_key)
+        # SessionBase.__init__ but for the serializer, which this engine never
+        # uses: an import_string per request saved (`serializer` is lazy).
+        self._session_key = session_key
+        self.accessed = False
+        self.modified = False
         self._expiry_set = False
         self._told: Outcome | None = None  # the last commit the client must hear of
         self._failure: StoreUnavailable | None = None
         self.presented: Presented | None = None  # set by sessionhub's middleware
         self.seen: ClientSignals | None = None  # likewise (client binding)
+
+    @cached_property
+    def serializer(self) -> Any:
+        """Django's SESSION_SERIALIZER (for ``encode()``/``decode()``; not used here)."""
+        return import_string(django_settings.SESSION_SERIALIZER)
 
     # -- the data: a sessionhub Session where Django keeps a dict ------------------
 
@@ -309,15 +321,18 @@ class SessionStore(SessionBase):
             # Ended by another request meanwhile (a logout): Django's contract.
             raise UpdateError
 
-    def _outcome_for_response(self) -> Outcome:
-        """Commit, and what the response must tell the client of everything committed."""
-        session = self._session
-        stored = self._before_commit(session)
-        with _forgetting_a_refused_login(session):
-            outcome = runtime().manager.commit(session)
-        self._settle(session, stored, outcome)
+    def _outcome_for_response(self, session: Session, status: int) -> Outcome | None:
+        """Commit `session` (unless the flow skips it), and what the response must
+        tell the client of everything committed (None: nothing)."""
+        # Asked before `_before_commit`, which changes nothing of a new session
+        # that nobody changed (no expiry set, no login).
+        if runtime().flow.needs_commit(session, status):
+            stored = self._before_commit(session)
+            with _forgetting_a_refused_login(session):
+                outcome = runtime().manager.commit(session)
+            self._settle(session, stored, outcome)
         told, self._told = self._told, None
-        return told or Outcome(session.id, send=False)
+        return told
 
 
 @contextmanager
@@ -362,29 +377,42 @@ class SessionMiddleware(MiddlewareMixin):
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self._acall(request)
-        with self._begin(request):
+        bound = self._begin(request)
+        try:
             return super().__call__(request)
+        finally:
+            unbind(bound)
 
     async def _acall(self, request: HttpRequest) -> Any:
-        with self._begin(request):
+        bound = self._begin(request)
+        try:
             response = super().__call__(request)  # in async mode: a coroutine
             assert isawaitable(response)
             return await response
+        finally:
+            unbind(bound)
 
-    def _begin(self, request: HttpRequest) -> AbstractContextManager[None]:
-        """Give the request its session; what holds while the rest of the request runs.
+    def _begin(self, request: HttpRequest) -> Bound:
+        """Give the request its session; what holds while the rest of the request runs
+        (until `unbind`).
 
         Around the whole request rather than in ``process_request``: the
         context must be reset in the context it was set in, and Django runs
         ``process_request`` in another (a thread's) under ASGI.
         """
         flow = runtime().flow
-        presented = flow.read_id(request.headers)
-        store = SessionStore(presented.value if presented else None)
+        # request.META rather than request.headers: the same values, without
+        # building Django's copy of every header on each request.
+        headers = _EnvironHeaders(request.META)
+        presented = flow.read_id(headers)
+        session_id = presented.value if presented else None
+        store = SessionStore(session_id)
         store.presented = presented
-        store.seen = flow.binding.observe(request.headers, request.META.get("REMOTE_ADDR"))
+        binding = flow.binding
+        if binding.enabled:
+            store.seen = binding.observe(headers, request.META.get("REMOTE_ADDR"))
         request.session = store
-        return flow.bound(presented.value if presented else None, _StoreCommits(store))
+        return bind(session_id, _StoreCommits(store))
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, ANSWERED):
@@ -403,10 +431,10 @@ class SessionMiddleware(MiddlewareMixin):
         session: Session | None = store.__dict__.get("_session_cache")
         if session is None:
             return response  # never used: nothing to save, nothing to tell
+        status = response.status_code
         try:
-            outcome = (
-                store._outcome_for_response() if flow.should_commit(response.status_code) else None
-            )
+            commit = flow.should_commit(status)
+            outcome = store._outcome_for_response(session, status) if commit else None
         except ANSWERED as exc:
             return _plain(flow.answer(exc))
         for name, value in flow.response_headers(store.presented, session, outcome):
@@ -414,10 +442,12 @@ class SessionMiddleware(MiddlewareMixin):
             if lower == "set-cookie":
                 morsel = _SetCookie(value)
                 response.cookies[morsel.key] = morsel
-            elif lower == "vary":
+            elif lower != "vary":
+                response.headers[name] = value
+            elif response.has_header("Vary"):
                 patch_vary_headers(response, [token.strip() for token in value.split(",")])
             else:
-                response.headers[name] = value
+                response.headers[name] = value  # nothing to merge it with
         return response
 
 

@@ -22,7 +22,8 @@ through (from ``sessionhub.auth.login_now``) is answered with the flow's 409.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from datetime import timedelta
+from typing import Any, NoReturn, Protocol
 
 from flask import Flask, Request, Response
 from flask.sessions import NullSession, SessionInterface, SessionMixin
@@ -36,19 +37,29 @@ from .wsgi import ENVIRON_KEY, SessionMiddleware
 __all__ = ["FlaskSession", "SessionHub", "SessionHubInterface"]
 
 
+class PermanentLifetime(Protocol):
+    """A Flask or Quart app: how long a permanent session lasts."""
+
+    @property
+    def permanent_session_lifetime(self) -> timedelta: ...
+
+
 class FlaskSession(SessionMixin):
     """A sessionhub `Session` under Flask's session interface (Quart's too).
 
     `sessionhub_session` is the session itself, for `sessionhub.auth`.
     """
 
-    def __init__(self, session: Session, permanent_lifetime: float) -> None:
+    def __init__(self, session: Session, app: PermanentLifetime) -> None:
         self.sessionhub_session = session
         self.new = session.is_new
-        self._permanent_lifetime = permanent_lifetime
+        self._app = app  # asked for PERMANENT_SESSION_LIFETIME when the session is made permanent
 
     def __getitem__(self, name: str) -> Any:
         return self.sessionhub_session[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.sessionhub_session.get(name, default)
 
     def __setitem__(self, name: str, value: Any) -> None:
         self.sessionhub_session[name] = value
@@ -79,7 +90,8 @@ class FlaskSession(SessionMixin):
     @permanent.setter
     def permanent(self, value: bool) -> None:
         if value:
-            self.sessionhub_session.remember(idle=self._permanent_lifetime)
+            lifetime = self._app.permanent_session_lifetime.total_seconds()
+            self.sessionhub_session.remember(idle=lifetime)
         elif self.sessionhub_session.persistent:
             raise ValueError(
                 "a permanent sessionhub session cannot be made temporary again; "
@@ -126,7 +138,7 @@ class SessionHubInterface(SessionInterface):
         session: Session | None = request.environ.get(ENVIRON_KEY)
         if session is None:
             return None
-        return FlaskSession(session, app.permanent_session_lifetime.total_seconds())
+        return FlaskSession(session, app)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Nothing to do: the middleware commits when the response starts."""

@@ -3,17 +3,17 @@
 Each integration (ASGI, WSGI, Flask, Quart, Django) runs the same steps:
 
 1. ``presented = flow.read_id(headers)``: the id the request presents, if any;
-2. ``session = manager.load(presented.value if presented else None)``: no
-   store call without an id, one round trip with one; then
+2. ``session = manager.load(presented.value)``: one round trip; without an
+   id, ``manager.new_session()`` (no store call, nothing to await); then
    ``flow.binding.check(session, seen)``, where ``seen =
    flow.binding.observe(headers, peer)`` (client binding, off by default);
 3. the application runs with the session where its framework expects it,
-   inside ``flow.bound(session.id, commits)`` with ``commits =
-   RequestCommits(session, manager)``: the id is then
+   between ``bound = bind(session.id, commits)`` and ``unbind(bound)``, with
+   ``commits = RequestCommits(session, manager)``: the id is then
    `sessionhub.propagation.current_session_id()`, and `sessionhub.auth.login_now`
    can commit a login while the view runs;
 4. when the response starts: ``flow.binding.record(session, seen)`` and
-   ``manager.commit(session)`` if ``flow.should_commit(status)``, then
+   ``manager.commit(session)`` if ``flow.needs_commit(session, status)``, then
    ``flow.response_headers(presented, session, commits.news(outcome))`` merged
    into the response's own with `merge_headers`.
 
@@ -30,27 +30,30 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Protocol
 
 from ..errors import LoginRefused, StoreUnavailable
 from ..manager import AsyncSessionManager, Outcome, SessionManager
-from ..propagation import bind_session_id
+from ..propagation import _session_id
 from ..session import Session
 from .binding import ClientBinding
 from .resolvers import CookieResolver, HeaderSource, IdResolver, Presented
 
 __all__ = [
     "ANSWERED",
+    "Bound",
     "Committer",
     "PlainResponse",
     "RequestCommits",
     "SessionFlow",
+    "bind",
     "current_committer",
+    "has_vary",
     "merge_headers",
+    "unbind",
 ]
 
 Headers = list[tuple[str, str]]
@@ -70,6 +73,26 @@ class Committer(Protocol):
 _committer: contextvars.ContextVar[Committer | None] = contextvars.ContextVar(
     "sessionhub_committer", default=None
 )
+
+
+Bound = tuple[contextvars.Token[str | None], contextvars.Token[Committer | None]]
+
+
+def bind(session_id: str | None, committer: Committer | None) -> Bound:
+    """While the application runs: `session_id` is the current one (propagation),
+    and `committer` commits for `sessionhub.auth.login_now` (None: nothing does).
+
+    Undo it with `unbind`, in the same context, once the application is done
+    (a ``try``/``finally``: cheaper per request than a context manager).
+    """
+    return _session_id.set(session_id), _committer.set(committer)
+
+
+def unbind(bound: Bound) -> None:
+    """Undo `bind`."""
+    id_token, committer_token = bound
+    _committer.reset(committer_token)
+    _session_id.reset(id_token)
 
 
 def current_committer() -> Committer:
@@ -165,22 +188,13 @@ class SessionFlow:
         self.retry_after = retry_after
         self.binding = binding or ClientBinding()
         self.clock = clock
+        #: The Vary header of a response that used the session, its tokens as
+        #: `merge_headers` leaves them (so that `only_vary` can skip the merge).
+        self.vary = ("Vary", _vary_value(self.resolver.vary))
 
     def read_id(self, headers: HeaderSource) -> Presented | None:
         """The id the request presents, if any."""
         return self.resolver.read(headers)
-
-    @staticmethod
-    @contextmanager
-    def bound(session_id: str | None, committer: Committer | None) -> Iterator[None]:
-        """While the application runs: `session_id` is the current one (propagation),
-        and `committer` commits for `sessionhub.auth.login_now` (None: nothing does)."""
-        token = _committer.set(committer)
-        try:
-            with bind_session_id(session_id):
-                yield
-        finally:
-            _committer.reset(token)
 
     @staticmethod
     def should_commit(status: int) -> bool:
@@ -191,15 +205,22 @@ class SessionFlow:
         """
         return status < 500
 
+    @staticmethod
+    def needs_commit(session: Session, status: int) -> bool:
+        """Whether the response commits `session`: if `should_commit`, and unless
+        the session is new and unchanged -- its commit would store nothing and
+        tell nothing (what an earlier commit has to tell is `RequestCommits.news`)."""
+        return SessionFlow.should_commit(status) and (not session.is_new or session.modified)
+
     def response_headers(
         self, presented: Presented | None, session: Session, outcome: Outcome | None
     ) -> Headers:
         """What the response must carry; `outcome` is None when nothing was committed."""
         headers: Headers = []
         sends = outcome is not None and outcome.send
-        if session.accessed or sends:
+        if (session.accessed or sends) and self.vary[1]:
             # The body may depend on the session: caches must key on its carrier.
-            headers.append(("Vary", ", ".join(self.resolver.vary)))
+            headers.append(self.vary)
         if outcome is None or not sends:
             return headers
         resolver = presented.resolver if presented is not None else self.resolver
@@ -209,6 +230,12 @@ class SessionFlow:
         if outcome.id is None and self.clear_site_data:
             headers.append(("Clear-Site-Data", self.clear_site_data))
         return headers
+
+    def only_vary(self, ours: Headers) -> bool:
+        """Whether `ours` (from `response_headers`) is the Vary header alone: the
+        common case, a session used and nothing to set. Added to a response
+        without a Vary of its own, it is then appended as it is, no merge needed."""
+        return len(ours) == 1 and ours[0] is self.vary
 
     def answer(self, exc: StoreUnavailable | LoginRefused) -> PlainResponse:
         """The answer to one of the `ANSWERED` errors."""
@@ -265,10 +292,25 @@ def merge_headers(existing: Iterable[tuple[str, str]], ours: Headers) -> Headers
             vary += value.split(",")
         else:
             merged.append((name, value))
-    tokens: dict[str, str] = {}
-    for token in (each.strip() for each in vary):
-        if token:
-            tokens.setdefault(token.lower(), token)
-    if tokens:
-        merged.append(("Vary", "*" if "*" in tokens else ", ".join(tokens.values())))
+    value = _vary_value(vary)
+    if value:
+        merged.append(("Vary", value))
     return merged
+
+
+def has_vary(headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether `headers` hold a Vary header."""
+    for name, _ in headers:  # noqa: SIM110 (a loop: half the time of any() over a generator)
+        if name.lower() == "vary":
+            return True
+    return False
+
+
+def _vary_value(tokens: Iterable[str]) -> str:
+    """A Vary value of `tokens`: each once (whatever its case; the first spelling
+    kept), or ``*`` if one is; empty if there are none."""
+    unique: dict[str, str] = {}
+    for token in (each.strip() for each in tokens):
+        if token:
+            unique.setdefault(token.lower(), token)
+    return "*" if "*" in unique else ", ".join(unique.values())

@@ -39,7 +39,7 @@ class QuartSessionInterface(SessionInterface):
         session = request.scope.get("session")
         if not isinstance(session, Session):
             return None
-        return FlaskSession(session, app.permanent_session_lifetime.total_seconds())
+        return FlaskSession(session, app)
 
     async def save_session(
         self,

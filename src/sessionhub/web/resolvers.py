@@ -57,7 +57,7 @@ class HeaderSource(Protocol):
     def get(self, name: str, /) -> str | None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made on every request with an id, at half the cost
 class Presented:
     """A session id as a request presented it, and the resolver that found it.
 

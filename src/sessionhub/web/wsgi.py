@@ -8,6 +8,7 @@ application calls ``start_response`` -- and only if something changed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
@@ -16,7 +17,16 @@ from ..config import Settings
 from ..errors import LoginRefused, StoreUnavailable
 from ..manager import SessionManager
 from ..session import Session
-from .flow import ANSWERED, PlainResponse, RequestCommits, SessionFlow, merge_headers
+from .flow import (
+    ANSWERED,
+    PlainResponse,
+    RequestCommits,
+    SessionFlow,
+    bind,
+    has_vary,
+    merge_headers,
+    unbind,
+)
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "session_of"]
 
@@ -60,14 +70,19 @@ class SessionMiddleware:
         self.flow = flow
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        flow = self.flow
         headers = _EnvironHeaders(environ)
-        presented = self.flow.read_id(headers)
-        seen = self.flow.binding.observe(headers, environ.get("REMOTE_ADDR"))
-        try:
-            session = self.manager.load(presented.value if presented else None)
-        except StoreUnavailable as exc:
-            return _send(self.flow.unavailable(exc), start_response)
-        self.flow.binding.check(session, seen)
+        presented = flow.read_id(headers)
+        binding = flow.binding
+        seen = binding.observe(headers, environ.get("REMOTE_ADDR")) if binding.enabled else None
+        if presented is None or presented.value is None:
+            session = self.manager.new_session()
+        else:
+            try:
+                session = self.manager.load(presented.value)
+            except StoreUnavailable as exc:
+                return _send(flow.unavailable(exc), start_response)
+            binding.check(session, seen)
         environ[ENVIRON_KEY] = session
         commits = RequestCommits(session, self.manager)
         ours: list[tuple[str, str]] | None = None
@@ -79,23 +94,30 @@ class SessionMiddleware:
             nonlocal ours
             if ours is None:  # the first call commits; a later one (with exc_info) reuses it
                 try:
-                    self.flow.binding.record(session, seen)
-                    commit = self.flow.should_commit(int(status[:3]))
+                    if seen is not None:
+                        binding.record(session, seen)
+                    commit = flow.needs_commit(session, int(status[:3]))
                     outcome = self.manager.commit(session) if commit else None
                 except ANSWERED as exc:
-                    refused.append(self.flow.answer(exc))
+                    refused.append(flow.answer(exc))
                     response = refused[0]
                     return start_response(response.status_line, response.headers, exc_info)
-                ours = self.flow.response_headers(presented, session, commits.news(outcome))
-            return start_response(status, merge_headers(headers, ours), exc_info)
+                ours = flow.response_headers(presented, session, commits.news(outcome))
+            if (not ours or flow.only_vary(ours)) and not has_vary(headers):
+                merged = [*headers, *ours]  # nothing to merge ours with
+            else:
+                merged = merge_headers(headers, ours)
+            return start_response(status, merged, exc_info)
 
-        with self.flow.bound(session.id, commits):
-            try:
-                body = self.app(environ, start_with_session)
-            except LoginRefused as exc:  # from login_now, let through by the view
-                if ours is not None or refused:
-                    raise
-                body = _send(self.flow.refused(exc), start_with_session)
+        bound = bind(session.id, commits)
+        try:
+            body = self.app(environ, start_with_session)
+        except LoginRefused as exc:  # from login_now, let through by the view
+            if ours is not None or refused:
+                raise
+            body = _send(flow.refused(exc), start_with_session)
+        finally:
+            unbind(bound)
         if refused:
             _close(body)
             return [refused[0].body]
@@ -131,9 +153,16 @@ def _close(body: Iterable[bytes]) -> None:
 class _EnvironHeaders:
     """A WSGI environ's request headers, looked up by lower-case name."""
 
+    __slots__ = ("_environ",)
+
     def __init__(self, environ: Environ) -> None:
         self._environ = environ
 
     def get(self, name: str, /) -> str | None:
-        value = self._environ.get("HTTP_" + name.upper().replace("-", "_"))
+        value = self._environ.get(_environ_key(name))
         return value if isinstance(value, str) else None
+
+
+@functools.cache  # a few names (the resolvers' and the binding's), asked on every request
+def _environ_key(name: str) -> str:
+    return "HTTP_" + name.upper().replace("-", "_")
