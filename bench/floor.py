@@ -19,6 +19,7 @@ import redis.asyncio
 from redis._parsers import _AsyncRESP2Parser, _RESP2Parser
 
 from bench.measure import FLOOR_KEY, alternate, median_us, sync_step
+from sessionhub.connect import RedisSettings, async_redis_client
 
 __all__ = ["client_floors"]
 
@@ -62,6 +63,12 @@ async def _raw_asyncio(port: int) -> AsyncCall:
         return await protocol.waiter
 
     return get
+
+
+def _sessionhub_client(port: int) -> AsyncCall:
+    """The asyncio client sessionhub builds: its timeouts, its retry, its lean connection."""
+    client = async_redis_client(RedisSettings(port=port))
+    return lambda: client.get(FLOOR_KEY)
 
 
 async def _single_connection(port: int) -> AsyncCall:
@@ -108,6 +115,7 @@ async def _async_variants(port: int, stack: AsyncExitStack) -> dict[str, AsyncCa
     variants: dict[str, AsyncCall] = {
         "redis.asyncio (hiredis)": lambda: hiredis_client.get(FLOOR_KEY),
         "redis.asyncio, pure-Python parser": lambda: python_client.get(FLOOR_KEY),
+        "redis.asyncio, sessionhub's connection": _sessionhub_client(port),
         "redis.asyncio Connection, no pool": await _single_connection(port),
         "asyncio raw protocol (no client)": await _raw_asyncio(port),
     }
@@ -137,6 +145,7 @@ def client_floors(port: int, rounds: int = 5, count: int = 400) -> dict[str, flo
         raw = await _raw_asyncio(port)
         variants: dict[str, AsyncCall] = {
             "redis.asyncio (hiredis) on uvloop": lambda: client.get(FLOOR_KEY),
+            "redis.asyncio, sessionhub's connection on uvloop": _sessionhub_client(port),
             "asyncio raw protocol on uvloop": raw,
         }
         return await alternate(variants, rounds, count)

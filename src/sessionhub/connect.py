@@ -34,7 +34,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.connection
 import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.cluster
@@ -50,11 +51,21 @@ import redis.sentinel
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.typing import EncodableT
+from redis.utils import HIREDIS_AVAILABLE
+
+if HIREDIS_AVAILABLE:
+    import hiredis
+
+    _HIREDIS_PACK: Callable[[tuple[Any, ...]], bytes] | None = hiredis.pack_command
+else:  # redis[hiredis] is a dependency, but redis-py ignores a hiredis it deems too old
+    _HIREDIS_PACK = None
 
 __all__ = [
     "AsyncBoundedRetry",
     "BoundedRetry",
     "Kind",
+    "LeanAsyncConnection",
     "RedisSettings",
     "Target",
     "async_redis_client",
@@ -475,6 +486,111 @@ class AsyncBoundedRetry(redis.asyncio.retry.Retry):
             self.budget.close(release)
 
 
+# -- A leaner asyncio connection ----------------------------------------------------
+#
+# A redis.asyncio command costs more of the caller's CPU than a sync one, in two
+# places sessionhub's commands do not need: it packs every command in pure Python
+# (the sync client packs with hiredis, so it needs nothing here), and with a socket
+# timeout (ours always have one) it wraps every write in `asyncio.wait_for`, which
+# before Python 3.12 runs the write in a Task of its own. Yet a write that leaves
+# the transport's buffer below its high-water mark never waits: `drain()` returns at
+# once. So this connection packs with hiredis and writes such a command straight
+# into an empty, open transport; anything else (a large write, a buffer not yet
+# empty, a closing transport, a health check) takes redis-py's own send, with its
+# write timeout. A command stays bounded: its reply is read under the socket
+# timeout, and no reply can come before the command has gone out.
+#
+# This leans on redis-py internals (`_writer`, the send and the classes it replaces),
+# so each is checked where it is used: whatever does not look as expected gets
+# redis-py's own behaviour back, never an error.
+
+_REDIS_SEND = redis.asyncio.connection.AbstractConnection.send_packed_command
+
+
+class LeanAsyncConnection(redis.asyncio.connection.AbstractConnection):
+    """Mixed into redis.asyncio's connection classes: hiredis packing, direct small writes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # hiredis writes str as strict UTF-8, redis-py's default (and sessionhub's);
+        # any other encoding keeps redis-py's packer.
+        encoding = (
+            getattr(self.encoder, "encoding", None),
+            getattr(self.encoder, "encoding_errors", None),
+        )
+        self._hiredis_pack = _HIREDIS_PACK if encoding == ("utf-8", "strict") else None
+
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        name = args[0]
+        # redis-py splits a name of several words ("CONFIG GET"); those, and any
+        # argument hiredis refuses (None, bool, bytearray), stay with its packer,
+        # which also raises its own DataError for what it refuses.
+        if self._hiredis_pack is not None and (
+            (isinstance(name, str) and name.isalpha())
+            or (isinstance(name, bytes) and b" " not in name)
+        ):
+            try:
+                return [self._hiredis_pack(args)]
+            except TypeError:
+                pass
+        return super().pack_command(*args)
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        writer = getattr(self, "_writer", None)
+        if (
+            isinstance(command, list)
+            and isinstance(writer, asyncio.StreamWriter)  # else not connected, or not asyncio's
+            and not (check_health and self.health_check_interval)
+            # redis-py's send wrapped (a tracer, a test counting round trips): use it
+            and redis.asyncio.connection.AbstractConnection.send_packed_command is _REDIS_SEND
+        ):
+            transport = writer.transport
+            if (
+                not transport.is_closing()
+                and not transport.get_write_buffer_size()
+                and sum(map(len, command)) <= transport.get_write_buffer_limits()[1]
+            ):
+                writer.writelines(command)
+                return
+        await super().send_packed_command(command, check_health)
+
+
+# The lean twin of each class redis.asyncio picks (TCP, TLS, Unix socket, Sentinel).
+# Only these: a class a later redis-py picks instead keeps its own send.
+_LEAN_CLASSES: dict[type[Any], type[Any]] = {
+    base: type(f"Lean{base.__name__}", (LeanAsyncConnection, base), {"__module__": __name__})
+    for base in (
+        redis.asyncio.connection.Connection,
+        redis.asyncio.connection.SSLConnection,
+        redis.asyncio.connection.UnixDomainSocketConnection,
+        redis.asyncio.sentinel.SentinelManagedConnection,
+        redis.asyncio.sentinel.SentinelManagedSSLConnection,
+    )
+}
+
+
+def _lean_twin(base: Any) -> Any:
+    return _LEAN_CLASSES.get(base, base)
+
+
+def _with_lean_connections(client: Any) -> Any:
+    """The asyncio client, making lean connections (it has none yet: they open lazily)."""
+    if not isinstance(client, redis.asyncio.cluster.RedisCluster):
+        pool = client.connection_pool
+        pool.connection_class = _lean_twin(pool.connection_class)
+        return client
+    # A Cluster client takes no connection class: the seed nodes it has built have
+    # theirs, and the nodes it discovers later take it from its connection kwargs.
+    for node in client.startup_nodes:
+        node.connection_class = _lean_twin(node.connection_class)
+    options = client.get_connection_kwargs()
+    if "connection_class" in options:
+        options["connection_class"] = _lean_twin(options["connection_class"])
+    return client
+
+
 # -- The builders -------------------------------------------------------------------
 
 
@@ -488,6 +604,8 @@ class _Flavor:
     sentinel: Any
     retry: Any
     bounded_retry: Any
+    #: What the built client still needs (the asyncio one: lean connections).
+    finish: Callable[[Any], Any]
 
 
 _SYNC = _Flavor(
@@ -497,6 +615,7 @@ _SYNC = _Flavor(
     redis.sentinel.Sentinel,
     redis.retry.Retry,
     BoundedRetry,
+    lambda client: client,
 )
 _ASYNC = _Flavor(
     redis.asyncio.Redis,
@@ -505,10 +624,15 @@ _ASYNC = _Flavor(
     redis.asyncio.sentinel.Sentinel,
     redis.asyncio.retry.Retry,
     AsyncBoundedRetry,
+    _with_lean_connections,
 )
 
 
 def _build(settings: RedisSettings, flavor: _Flavor) -> Any:
+    return flavor.finish(_client(settings, flavor))
+
+
+def _client(settings: RedisSettings, flavor: _Flavor) -> Any:
     target = settings.target()
     options = settings.client_options()
     if target.kind == "cluster":
