@@ -310,3 +310,16 @@ def test_unknown_well_formed_id_is_not_adopted(h: Harness) -> None:
     outcome = h.commit(session)
     assert outcome.id != forged
     assert h.load(forged).is_new
+
+
+def test_get_marks_the_session_accessed_and_tracks_mutable_values(h: Harness) -> None:
+    session_id = h.store(cart=["a"])
+    session = h.load(session_id)
+    assert session.get("missing") is None
+    assert session.get("missing", 7) == 7
+    assert session.accessed  # the response depends on the session: Vary
+    cart = session.get("cart")
+    assert isinstance(cart, list)
+    cart.append("b")  # mutated in place, never assigned back: still saved
+    h.commit(session)
+    assert h.load(session_id)["cart"] == ["a", "b"]

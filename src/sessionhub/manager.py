@@ -96,13 +96,14 @@ class Lifecycle:
         self.codec: Codec = codec or JsonCodec()
         self.clock = clock
         self._binds = self.codec.binds_values
+        self._idle_ms = int(self.timeouts.idle * 1000)
+        self._absolute_ms = int(self.timeouts.absolute * 1000)
 
     def _now(self) -> int:
         return int(self.clock() * 1000)
 
     def _fresh_meta(self, now: int) -> Meta:
-        timeouts = self.timeouts
-        return Meta(now, now, int(timeouts.idle * 1000), now + int(timeouts.absolute * 1000), 0)
+        return Meta(now, now, self._idle_ms, now + self._absolute_ms, 0)
 
     def new_session(self) -> Session:
         """A session that exists only in memory until something is written to it."""

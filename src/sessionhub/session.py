@@ -23,7 +23,7 @@ attribute keep the last one written.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from .codec import JSON, Codec, dumps, from_json, loads, to_json
 from .ids import SessionRef
@@ -42,6 +42,8 @@ from .record import (
 )
 
 __all__ = ["Session"]
+
+T = TypeVar("T")
 
 _REMEMBER = b"!r"
 _MUTABLE = (dict, list)
@@ -125,6 +127,20 @@ class Session(MutableMapping[str, JSON]):
         if isinstance(value, _MUTABLE):
             self._read.add(name)
         return value
+
+    @overload
+    def get(self, name: str, /) -> JSON | None: ...
+
+    @overload
+    def get(self, name: str, /, default: JSON | T) -> JSON | T: ...
+
+    def get(self, name: str, /, default: object = None) -> object:
+        # Mapping's get goes through a KeyError for every missing name: the
+        # anonymous request's "am I logged in?" would pay for it.
+        if name in self._values:
+            return self[name]
+        self.accessed = True
+        return default
 
     def __setitem__(self, name: str, value: JSON) -> None:
         if not isinstance(name, str):
