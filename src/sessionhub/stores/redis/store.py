@@ -277,7 +277,7 @@ class RedisCommands:
                 status = yield from self._create(handle, record, meta.created, ttl, limit)
                 return LIMIT_REACHED if status < 0 else status == 1
             case Apply(handle, delta, now, expected):
-                args = (*_delta_head(delta, now), *_expected_args(expected, now))
+                args = (*_delta_head(delta, now), *_expected_args(expected, now), self._settings[1])
                 reply = yield Call((1, self.key(handle), *args, *_delta_changes(delta)), APPLY)
                 return expected.meta if reply == 1 and expected else _meta(reply)
             case Rotate(handle, new_handle, delta, now, limit):

@@ -1,7 +1,8 @@
 -- Commit changes to an existing session; never recreate a missing one.
 -- A session that timed out meanwhile stays in the schedule: the sweep reports it.
 -- KEYS[1] session; ARGV: now, idle|'', deadline|'', clear '1'|'0',
--- version read|'', the record as the commit leaves it, its ttl, name, value...
+-- version read|'', the record as the commit leaves it, its ttl, anonymous
+-- sessions tracked '1'|'0', name, value...
 -- While the stored version is still the one the client read, the client's
 -- record is stored as it is (returns 1): a merge costs more than everything
 -- else here. Otherwise the changes are merged into the record as it is now
@@ -15,7 +16,7 @@ local stored, reply, ttl
 if ARGV[5] ~= '' and string.match(blob, '^%d+ %d+ %d+ %d+ (%d+)') == ARGV[5] then
   stored, reply, ttl = ARGV[6], 1, tonumber(ARGV[7])
 else
-  stored, reply, ttl = merge(blob, now, ARGV[2], ARGV[3], ARGV[4] == '1', 8)
+  stored, reply, ttl = merge(blob, now, ARGV[2], ARGV[3], ARGV[4] == '1', 9)
   if not stored then
     return redis.error_reply('SESSIONHUB malformed record')
   end
@@ -25,6 +26,9 @@ if ttl <= 0 then
   return false
 end
 redis.call('SET', KEYS[1], stored, 'PX', ttl)
-local b, digest = books(KEYS[1])
-retrack(b, digest, stored, now, ttl)
+-- Only logged-in sessions (and anonymous ones, when tracked) are in the books.
+if ARGV[8] == '1' or string.find(stored, '\n!u\t', 1, true) then
+  local b, digest = books(KEYS[1])
+  retrack(b, digest, stored, now, ttl)
+end
 return reply
