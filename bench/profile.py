@@ -30,9 +30,9 @@ import redis.asyncio
 from tests.servers import RedisServer
 
 from bench import scenario
+from bench.apps.sessionhub_web import settings as sessionhub_settings
 from bench.contenders import CONTENDERS, Contender, bare_of
 from bench.measure import FLOOR_KEY, Step, Suite, alternate, median_us, sync_step
-from sessionhub import AsyncRedisStore, AsyncSessionManager, RedisStore, SessionManager
 
 _AREAS = [
     ("/sessionhub/", "sessionhub"),
@@ -62,10 +62,12 @@ async def _ladder(
 
 
 async def _manager_step(ours: Contender, server: RedisServer, kind: str, cookie: str) -> Step:
-    """The lifecycle and store alone: what the web layer calls, without the web."""
+    """The lifecycle and store alone: what the web layer calls, without the web
+    (a manager built from the app's settings, so with the same Redis client)."""
     session_id = cookie.split("=", 1)[1]
+    settings = sessionhub_settings(server.url)
     if ours.family.startswith("sync"):
-        manager = SessionManager(RedisStore(redis.Redis(port=server.port)))
+        manager = settings.session_manager()
 
         def run() -> None:
             session = manager.load(session_id)
@@ -73,7 +75,7 @@ async def _manager_step(ours: Contender, server: RedisServer, kind: str, cookie:
             manager.commit(session)
 
         return sync_step(run)
-    async_manager = AsyncSessionManager(AsyncRedisStore(redis.asyncio.Redis(port=server.port)))
+    async_manager = settings.async_session_manager()
 
     async def arun() -> None:
         session = await async_manager.load(session_id)

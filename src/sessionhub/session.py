@@ -52,6 +52,32 @@ _MUTABLE = (dict, list)
 class Session(MutableMapping[str, JSON]):
     """One user's session. Create it through a `SessionManager`, not directly."""
 
+    # One is built for every request, anonymous ones included: slots make that cheaper.
+    __slots__ = (
+        "__weakref__",
+        "_assigned",
+        "_base",
+        "_cleared",
+        "_codec",
+        "_deadline_change",
+        "_degraded",
+        "_doomed",
+        "_idle_change",
+        "_meta",
+        "_meta_changes",
+        "_meta_fields",
+        "_on_change",
+        "_pending_flush",
+        "_read",
+        "_ref",
+        "_refreshed",
+        "_removed",
+        "_rotate",
+        "_stored",
+        "_values",
+        "accessed",
+    )
+
     _ref: SessionRef | None
     _meta: Meta
     _values: dict[str, JSON]
