@@ -59,7 +59,7 @@ from .web.resolvers import (
     IdResolver,
 )
 
-__all__ = ["ConfigError", "ExpirySettings", "Settings", "nest"]
+__all__ = ["ClientCacheSettings", "ConfigError", "ExpirySettings", "Settings", "nest"]
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "sessionhub_config_file", default=None
@@ -99,6 +99,22 @@ class ExpirySettings(BaseModel):
         return {"interval": self.interval, "lease_ttl": self.lease_ttl, "batch": self.batch}
 
 
+class ClientCacheSettings(BaseModel):
+    """Client-side caching of session reads on the Redis store (off unless enabled).
+
+    A repeat read of an unchanged session is answered from this process's memory;
+    Redis tells every instance at once of any change (broadcast tracking), so another
+    instance's logout goes unseen here for about one network delay
+    (docs/operating.md). Standalone Redis and Sentinel only, not Cluster.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    #: The most sessions kept per store (least recently read go first).
+    size: int = Field(default=10_000, ge=1)
+
+
 class Settings(BaseSettings):
     """Everything sessionhub can be told. Build it with `Settings.load()`."""
 
@@ -115,6 +131,8 @@ class Settings(BaseSettings):
     #: Prefix of every Redis key.
     namespace: str = "sh"
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    #: Answer repeat reads from memory, kept coherent by Redis (Redis store only).
+    client_cache: ClientCacheSettings = Field(default_factory=ClientCacheSettings)
     #: Unset `secure` follows the profile: on under prod; under dev, on only when
     #: the other settings need it (a __Host-/__Secure- name, SameSite=None, Partitioned).
     cookie: CookiePolicy = Field(default_factory=CookiePolicy)
@@ -253,6 +271,8 @@ class Settings(BaseSettings):
             "namespace": self.namespace,
             "anonymous_events": self.anonymous_events,
             "stream_length": self.stream_length,
+            "cache": self.client_cache.enabled,
+            "cache_size": self.client_cache.size,
         }
 
     def memory_store(self) -> MemoryStore:
@@ -312,6 +332,7 @@ def _misspelt_variables(environ: Mapping[str, str]) -> list[str]:
     sections = {
         "cookie": CookiePolicy,
         "redis": RedisSettings,
+        "client_cache": ClientCacheSettings,
         "timeouts": Timeouts,
         "client_binding": ClientBinding,
         "session_limit": SessionLimit,

@@ -75,6 +75,7 @@ from ..base import (
     Sweep,
     refresh_due,
 )
+from .cache import AsyncInvalidations, ClientCache, Invalidations
 from .scripts import (
     APPLY,
     CREATE,
@@ -245,6 +246,8 @@ class RedisCommands:
         self.listeners = listeners or Listeners()
         self._settings = (stream_length, "1" if anonymous_events else "0")
         self._anonymous = anonymous_events
+        #: The client-side cache of reads, if the store keeps one (see `cache`).
+        self.cache: ClientCache | None = None
 
     def key(self, handle: str) -> str:
         return f"{self.namespace}:s:{{{SLOT_TAGS[handle[0]]}}}{handle[1:]}"
@@ -264,10 +267,25 @@ class RedisCommands:
     def lease_key(self, name: str) -> str:
         return f"{self.namespace}:lease:{name}"
 
-    def steps(self, operation: Operation) -> Calls:
+    def steps(self, operation: Operation, *, lookup: bool = True) -> Calls:
+        """The calls of `operation`; `lookup=False`: a read may not be answered from the cache."""
+        if self.cache is None or isinstance(operation, Read):
+            return self._steps(operation, lookup)
+        return self._writing(self.cache, operation)
+
+    def _writing(self, cache: ClientCache, operation: Operation) -> Calls:
+        # Before: no read of this instance serves the old record meanwhile. After: a
+        # read that fetched it meanwhile was not kept (the drop moved the epoch).
+        cache.written(operation, self.key)
+        try:
+            return (yield from self._steps(operation, False))
+        finally:
+            cache.written(operation, self.key)
+
+    def _steps(self, operation: Operation, lookup: bool) -> Calls:
         match operation:
             case Read(handle, now, share):
-                return (yield from self._read(handle, now, share))
+                return (yield from self._read(handle, now, share, lookup))
             case Create(handle, record, limit):
                 meta = record.meta
                 ttl = meta.expires - meta.created
@@ -307,20 +325,31 @@ class RedisCommands:
                 return None
         raise TypeError(f"unknown operation {operation!r}")
 
-    def _read(self, handle: str, now: int, share: float) -> Calls:
+    def _read(self, handle: str, now: int, share: float, lookup: bool) -> Calls:
         """A plain GET; the refresh script only when the idle expiry is due to move.
 
         With the default refresh share (a tenth of the idle timeout) a session
-        is refreshed once every few minutes, so nearly every read is a GET.
+        is refreshed once every few minutes, so nearly every read is a GET. With
+        a client cache, a GET it can answer is not sent at all.
         """
         key = self.key(handle)
-        blob = _live((yield Call(("GET", key))))
+        cache = self.cache
+        if cache is None:
+            blob = _live((yield Call(("GET", key))))
+        else:
+            blob = cache.get(key) if lookup else None
+            if blob is None:
+                epoch = cache.epoch
+                blob = _live((yield Call(("GET", key))))
+                cache.put(key, blob, epoch)
         if blob is None:
             return None
         record = parse_record(blob)
         if record.meta.expires <= now:
             return None  # Redis drops the key any moment; the sweep reports it
         if refresh_due(record, now, share):
+            if cache is not None:
+                cache.drop((key,))  # the script rewrites it
             blob = yield Call((1, key, now, share), READ)
             return None if blob is None else parse_record(blob)
         return record
@@ -446,6 +475,15 @@ def _commands_for(
     )
 
 
+def _cache_for(commands: RedisCommands, size: int) -> ClientCache:
+    if commands.cluster:
+        # Broadcast tracking is per node, and a Cluster client has no one
+        # connection that hears every node: refused rather than half-coherent.
+        raise ValueError("the client cache works with standalone Redis and Sentinel, not Cluster")
+    commands.cache = ClientCache(commands.namespace, size)
+    return commands.cache
+
+
 def _evalsha(call: Call) -> tuple[Any, ...]:
     assert call.script is not None
     return ("EVALSHA", call.script.sha, *call.args)
@@ -475,13 +513,26 @@ class RedisStore:
         namespace: str = "sh",
         anonymous_events: bool = False,
         stream_length: int = 10_000,
+        cache: bool = False,
+        cache_size: int = 10_000,
     ) -> None:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
+        self.invalidations: Invalidations | None = None
+        if cache:
+            self.invalidations = Invalidations(_cache_for(self.commands, cache_size), client)
+            self.invalidations.drain()  # opens the connection (or tries again later)
 
     def execute(self, operation: Operation) -> Any:
+        if self.invalidations is not None and type(operation) is Read:
+            self.invalidations.drain()
         return self.run(self.commands.steps(operation))
+
+    def close(self) -> None:
+        """Close the invalidation connection, if any (the client is the caller's)."""
+        if self.invalidations is not None:
+            self.invalidations.close()
 
     def run(self, steps: Calls) -> Any:
         """Send the calls `steps` yields, feeding back each reply (or error)."""
@@ -523,10 +574,16 @@ class AsyncRedisStore:
         namespace: str = "sh",
         anonymous_events: bool = False,
         stream_length: int = 10_000,
+        cache: bool = False,
+        cache_size: int = 10_000,
     ) -> None:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
+        #: Opened by the first read (in the event loop), or by `start_cache`.
+        self.invalidations: AsyncInvalidations | None = None
+        if cache:
+            self.invalidations = AsyncInvalidations(_cache_for(self.commands, cache_size), client)
         # A fresh asyncio Cluster client used by many tasks at once, before it
         # has learnt the slots, sends to wrong nodes, and after enough MOVED
         # replies closes its connections under the other tasks (whose scripts
@@ -535,7 +592,20 @@ class AsyncRedisStore:
         self._ready_lock = asyncio.Lock()
 
     async def aexecute(self, operation: Operation) -> Any:
+        invalidations = self.invalidations
+        if invalidations is not None and type(operation) is Read:
+            lookup = invalidations.ready() or await invalidations.settle()
+            return await self.arun(self.commands.steps(operation, lookup=lookup))
         return await self.arun(self.commands.steps(operation))
+
+    async def start_cache(self) -> bool:
+        """Open the invalidation connection now; True if the cache is serving."""
+        return self.invalidations is not None and await self.invalidations.start()
+
+    async def aclose(self) -> None:
+        """Close the invalidation connection, if any (the client is the caller's)."""
+        if self.invalidations is not None:
+            await self.invalidations.aclose()
 
     async def arun(self, steps: Calls) -> Any:
         """Send the calls `steps` yields, feeding back each reply (or error)."""
