@@ -1,7 +1,7 @@
-"""Server-assisted client-side caching (RESP3 CLIENT TRACKING): what it would buy.
+"""Server-assisted client-side caching (CLIENT TRACKING): the bound and the gain.
 
-An evaluation, not a sessionhub feature. Two measurements on the benchmark's
-Redis, with two connections standing for two app instances:
+First on bare connections (what tracking itself allows), with two connections
+standing for two app instances:
 
 * **staleness**: instance A has read (and so tracks) a session key;
   instance B deletes it (a logout). How long after B's DEL has returned does
@@ -10,6 +10,13 @@ Redis, with two connections standing for two app instances:
   must before it answers from memory.
 * **cost of a cached read**: that non-blocking poll plus a dict lookup, next
   to one real GET on the same connection.
+
+Then through sessionhub's own cache (`RedisStore(client, cache=True)`), two
+stores standing for two instances: instance B has read a session (it is in
+B's cache); instance A ends it (a `Delete`, as a logout does). **Store
+staleness**: B reads in a loop; how long after A's `Delete` has returned the
+last read that still served the session returned (0 when none did). And a cached `Read` next to an uncached one
+through the same store (sync redis-py).
 """
 
 from __future__ import annotations
@@ -20,7 +27,11 @@ from typing import Any
 
 import redis
 
-__all__ = ["evaluate"]
+from sessionhub import RedisStore
+from sessionhub.record import Meta, Record
+from sessionhub.stores.base import Create, Delete, Read
+
+__all__ = ["evaluate", "store_staleness"]
 
 
 def _tracked_connection(port: int, invalidated: list[int]) -> Any:
@@ -73,4 +84,49 @@ def evaluate(port: int, trials: int = 500) -> dict[str, float]:
         "staleness_max_us": staleness[-1] / 1000,
         "cached_read_us": statistics.median(cached) / 1000,
         "round_trip_us": statistics.median(fetched) / 1000,
+        **store_staleness(port, trials),
+    }
+
+
+def store_staleness(port: int, trials: int = 500) -> dict[str, float]:
+    """Instance A's logout against instance B's cached reads, through `RedisStore`."""
+    a = RedisStore(redis.Redis(port=port), namespace="bench-cache")
+    b = RedisStore(redis.Redis(port=port), namespace="bench-cache", cache=True)
+    clock = time.perf_counter_ns
+    now = int(time.time() * 1000)
+    record = Record(Meta(now, now, 3_600_000, now + 3_600_000, 1), {b"user_id": b"12345"})
+    staleness, cached, fetched = [], [], []
+    try:
+        for number in range(trials):
+            handle = "A" + f"{number:022d}"
+            a.execute(Create(handle, record))
+            read = Read(handle, now, 0.1)
+            start = clock()
+            b.execute(read)  # a GET: B caches the session
+            fetched.append(clock() - start)
+            start = clock()
+            served = b.execute(read)  # from B's cache
+            cached.append(clock() - start)
+            if served is None:
+                raise RuntimeError("the cached read found nothing")
+            a.execute(Delete(handle, now))  # instance A logs the user out
+            deleted = clock()
+            # The window: until the last read that still served the session returned.
+            served_until = deleted
+            while b.execute(read) is not None:
+                served_until = clock()
+                if served_until - deleted > 1_000_000_000:
+                    raise RuntimeError("instance B served an ended session for a second")
+            staleness.append(served_until - deleted)
+    finally:
+        b.close()
+        a.client.close()
+        b.client.close()
+    staleness.sort()
+    return {
+        "store_staleness_median_us": statistics.median(staleness) / 1000,
+        "store_staleness_p99_us": staleness[int(len(staleness) * 0.99)] / 1000,
+        "store_staleness_max_us": staleness[-1] / 1000,
+        "store_cached_read_us": statistics.median(cached) / 1000,
+        "store_read_us": statistics.median(fetched) / 1000,
     }
