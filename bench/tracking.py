@@ -15,8 +15,8 @@ Then through sessionhub's own cache (`RedisStore(client, cache=True)`), two
 stores standing for two instances: instance B has read a session (it is in
 B's cache); instance A ends it (a `Delete`, as a logout does). **Store
 staleness**: B reads in a loop; how long after A's `Delete` has returned the
-last read that still served the session returned (0 when none did). And a cached `Read` next to an uncached one
-through the same store (sync redis-py).
+last read that still served the session returned (0 when none did). And a
+cached `Read` next to an uncached one through the same store (sync redis-py).
 """
 
 from __future__ import annotations
