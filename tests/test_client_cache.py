@@ -21,7 +21,7 @@ from tests.conftest import (
     async_counting_client,
     counting_client,
 )
-from tests.servers import RedisCluster, RedisServer
+from tests.servers import RedisCluster, RedisSentinelSet, RedisServer
 
 #: A correctness bound, not a benchmark: an invalidation takes microseconds here.
 BOUND = 1.0
@@ -329,3 +329,31 @@ async def test_async_killed_invalidation_connection(redis_server: RedisServer) -
     await b.load(session_id)
     assert AsyncCountingConnection.sent - before == 0
     await store.aclose()
+
+
+def test_sentinel_caches_and_hears_invalidations() -> None:
+    """The invalidation connection is made like the client's: through the sentinels."""
+    servers = RedisSentinelSet(replicas=0).start()
+    try:
+        sentinels = ",".join(f"{host}:{port}" for host, port in servers.sentinel_addresses)
+        settings = Settings.load(
+            store="redis",
+            redis={"url": f"redis+sentinel://{sentinels}/{servers.service}"},
+            client_cache={"enabled": True},
+        )
+        a = SessionManager(RedisStore(servers.primary.client()))
+        b = settings.session_manager()
+        store = b.store
+        assert isinstance(store, RedisStore)
+        assert store.invalidations is not None
+        assert store.invalidations.cache.listening
+        session_id = _new_session(a, n=1)
+        assert b.load(session_id)["n"] == 1
+        assert len(store.invalidations.cache) == 1
+        session = a.load(session_id)
+        session["n"] = 2
+        a.commit(session)
+        assert _within(BOUND, lambda: b.load(session_id)["n"] == 2) < BOUND
+        store.close()
+    finally:
+        servers.cleanup()
