@@ -65,7 +65,7 @@ def _peers(contender: Contender) -> list[Contender]:
 
 
 def _ours() -> list[Contender]:
-    return [c for c in CONTENDERS if c.is_sessionhub]
+    return [c for c in CONTENDERS if c.is_sessionhub and not c.variant]
 
 
 def targets(data: dict[str, Any]) -> list[Target]:
