@@ -51,24 +51,43 @@ DEFAULT_HEADER = "X-Session-Id"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 token)
 
-_session_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "sessionhub_session_id", default=None
+# What the request being served binds: its session id, and whatever commits its
+# session while the application runs (`sessionhub.web.flow`). One variable for
+# both: the middlewares set and reset it on every request.
+_request: contextvars.ContextVar[tuple[str | None, Any]] = contextvars.ContextVar(
+    "sessionhub_request", default=(None, None)
 )
+
+RequestToken = contextvars.Token[tuple[str | None, Any]]
 
 
 def current_session_id() -> str | None:
     """The id of the session the current request came with, if it is a stored one."""
-    return _session_id.get()
+    return _request.get()[0]
 
 
 @contextmanager
 def bind_session_id(session_id: str | None) -> Iterator[None]:
     """Make `session_id` the current one inside the block (the middleware's job)."""
-    token = _session_id.set(session_id)
+    token = _request.set((session_id, _request.get()[1]))
     try:
         yield
     finally:
-        _session_id.reset(token)
+        _request.reset(token)
+
+
+def bind_request(session_id: str | None, committer: Any) -> RequestToken:
+    """Bind a request's session id and committer; undo with `unbind_request`."""
+    return _request.set((session_id, committer))
+
+
+def unbind_request(token: RequestToken) -> None:
+    _request.reset(token)
+
+
+def current_committer_or_none() -> Any:
+    """The committer `bind_request` bound, if any (`sessionhub.web.flow` types it)."""
+    return _request.get()[1]
 
 
 def in_context(fn: Callable[P, T]) -> Callable[P, T]:

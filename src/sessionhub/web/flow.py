@@ -28,7 +28,6 @@ the manager they call (`SessionManager` or `AsyncSessionManager`).
 
 from __future__ import annotations
 
-import contextvars
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from typing import Protocol
 
 from ..errors import LoginRefused, StoreUnavailable
 from ..manager import AsyncSessionManager, Outcome, SessionManager
-from ..propagation import _session_id
+from ..propagation import RequestToken, bind_request, current_committer_or_none, unbind_request
 from ..session import Session
 from .binding import ClientBinding
 from .resolvers import CookieResolver, HeaderSource, IdResolver, Presented
@@ -70,12 +69,7 @@ class Committer(Protocol):
     async def acommit(self, session: Session) -> None: ...
 
 
-_committer: contextvars.ContextVar[Committer | None] = contextvars.ContextVar(
-    "sessionhub_committer", default=None
-)
-
-
-Bound = tuple[contextvars.Token[str | None], contextvars.Token[Committer | None]]
+Bound = RequestToken
 
 
 def bind(session_id: str | None, committer: Committer | None) -> Bound:
@@ -85,19 +79,17 @@ def bind(session_id: str | None, committer: Committer | None) -> Bound:
     Undo it with `unbind`, in the same context, once the application is done
     (a ``try``/``finally``: cheaper per request than a context manager).
     """
-    return _session_id.set(session_id), _committer.set(committer)
+    return bind_request(session_id, committer)
 
 
 def unbind(bound: Bound) -> None:
     """Undo `bind`."""
-    id_token, committer_token = bound
-    _committer.reset(committer_token)
-    _session_id.reset(id_token)
+    unbind_request(bound)
 
 
 def current_committer() -> Committer:
     """The committer of the request being served (RuntimeError outside of one)."""
-    committer = _committer.get()
+    committer: Committer | None = current_committer_or_none()
     if committer is None:
         raise RuntimeError(
             "no sessionhub request flow is running here: committing at once needs an HTTP "
