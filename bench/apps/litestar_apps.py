@@ -38,14 +38,12 @@ def bare(redis_url: str) -> Litestar:
 
 
 def sessionhub(redis_url: str) -> Litestar:
-    from litestar.middleware import DefineMiddleware
-
     from bench.apps.sessionhub_web import settings
     from sessionhub.web.asgi import SessionMiddleware
 
-    return _app(
-        True, middleware=[DefineMiddleware(SessionMiddleware, settings=settings(redis_url))]
-    )
+    # As docs/frameworks.md says: Litestar builds one middleware per route, and
+    # `shared()` lets them share one manager (and one connection pool).
+    return _app(True, middleware=[SessionMiddleware.shared(settings(redis_url))])
 
 
 def server_side(redis_url: str) -> Litestar:
