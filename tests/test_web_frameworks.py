@@ -15,6 +15,8 @@ import litestar
 import pytest
 import quart
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -31,6 +33,7 @@ from sessionhub.web import flask as flask_integration
 from sessionhub.web import quart as quart_integration
 from sessionhub.web.asgi import SessionMiddleware
 from sessionhub.web.fastapi import CurrentSession
+from sessionhub.web.flow import merge_headers
 from sessionhub.web.wsgi import SessionMiddleware as WSGISessionMiddleware
 from sessionhub.web.wsgi import session_of
 from tests.servers import free_port
@@ -249,6 +252,40 @@ def test_asgi_vary_joins_the_app_s_headers(
     assert start["headers"] == expected
     assert sent_headers == headers  # the application's list is left as it was
     assert body == {"type": "http.response.body", "body": b"ok"}
+
+
+_APP_HEADER_NAMES = [b"content-type", b"set-cookie", b"cache-control", b"vary", b"Vary", b"x-a"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    headers=st.lists(
+        st.tuples(st.sampled_from(_APP_HEADER_NAMES), st.sampled_from([b"a", b"b, c", b"Cookie"])),
+        max_size=4,
+    ),
+    new_session=st.booleans(),
+)
+def test_asgi_headers_are_what_merge_headers_makes(
+    headers: list[tuple[bytes, bytes]], new_session: bool
+) -> None:
+    """Appending without a merge (when nothing clashes) gives what the merge gives."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if new_session:
+            scope["session"]["cart"] = 1  # Set-Cookie, Cache-Control and Vary
+        else:
+            scope["session"].get("user")  # Vary alone
+        await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    start, _ = asgi_exchange(SessionMiddleware(app, settings=MEMORY), http_scope(), [])
+    ours = [("Vary", "Cookie")]
+    if new_session:
+        [cookie] = [v.decode() for k, v in start["headers"] if v.startswith(b"session=")]
+        ours += [("Set-Cookie", cookie), ("Cache-Control", "no-store")]
+    existing = [(k.decode(), v.decode()) for k, v in headers]
+    expected = [(k.lower().encode(), v.encode()) for k, v in merge_headers(existing, ours)]
+    assert start["headers"] == expected
 
 
 def test_an_earlier_commit_s_news_reach_the_response_asgi() -> None:

@@ -137,12 +137,18 @@ class SessionMiddleware:
         if not ours:
             return start
         raw = start.get("headers", ())
-        if self.flow.only_vary(ours) and _mergeless(raw):
-            headers = [*raw, self._vary]
-        else:
-            existing = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
-            merged = merge_headers(existing, ours)
-            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in merged]
+        if self.flow.only_vary(ours):
+            if _mergeless(raw):
+                return {**start, "headers": [*raw, self._vary]}
+        elif _mergeless(raw, _clashing(ours)):
+            # Nothing of the application's to merge with or replace: ours are
+            # appended, in the order merge_headers gives (Vary last).
+            added = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in ours]
+            added.sort(key=_vary_last)
+            return {**start, "headers": [*raw, *added]}
+        existing = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+        merged = merge_headers(existing, ours)
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in merged]
         return {**start, "headers": headers}
 
     @staticmethod
@@ -179,12 +185,26 @@ class _ScopeHeaders:
         return None if found is None else found.decode("latin-1")
 
 
-def _mergeless(headers: Any) -> bool:
-    """Whether adding a Vary to these response headers needs no merge: none is
-    a Vary, and every name is lower-case already, as ASGI asks (a merge would
-    lower-case them)."""
+_VARY_ONLY = frozenset({b"vary"})
+
+
+def _vary_last(header: tuple[bytes, bytes]) -> bool:
+    return header[0] == b"vary"
+
+
+def _clashing(ours: list[tuple[str, str]]) -> set[bytes]:
+    """The response header names that adding `ours` would merge or replace:
+    Vary, and ours but Set-Cookie (appended whatever the response has)."""
+    names = {name.lower().encode("latin-1") for name, _ in ours}
+    return (names | _VARY_ONLY) - {b"set-cookie"}
+
+
+def _mergeless(headers: Any, clash: frozenset[bytes] | set[bytes] = _VARY_ONLY) -> bool:
+    """Whether adding our headers to these response headers needs no merge: none
+    is named in `clash`, and every name is lower-case already, as ASGI asks (a
+    merge would lower-case them)."""
     for name, _ in headers:  # noqa: SIM110 (a loop: half the time of all() over a generator)
-        if name == b"vary" or not name.islower():
+        if name in clash or not name.islower():
             return False
     return True
 
