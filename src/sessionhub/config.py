@@ -104,8 +104,9 @@ class ClientCacheSettings(BaseModel):
 
     A repeat read of an unchanged session is answered from this process's memory;
     Redis tells every instance at once of any change (broadcast tracking), so another
-    instance's logout goes unseen here for about one network delay
-    (docs/operating.md). Standalone Redis and Sentinel only, not Cluster.
+    instance's logout goes unseen here for about one network delay, and at most
+    twice `heartbeat` if the connection silently stops delivering (docs/operating.md).
+    Standalone Redis and Sentinel only, not Cluster.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -113,6 +114,9 @@ class ClientCacheSettings(BaseModel):
     enabled: bool = False
     #: The most sessions kept per store (least recently read go first).
     size: int = Field(default=10_000, ge=1)
+    #: Seconds without hearing from Redis before a PING; as long again unanswered, the
+    #: cache is dropped. Nothing is served from memory after twice this without a PONG.
+    heartbeat: float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
 
 class Settings(BaseSettings):
@@ -273,6 +277,7 @@ class Settings(BaseSettings):
             "stream_length": self.stream_length,
             "cache": self.client_cache.enabled,
             "cache_size": self.client_cache.size,
+            "cache_heartbeat": self.client_cache.heartbeat,
         }
 
     def memory_store(self) -> MemoryStore:

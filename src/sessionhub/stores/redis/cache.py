@@ -10,6 +10,14 @@ of who read what. The rules, in `ClientCache`:
 * Serve only while the invalidation connection is up. Any error on it (broken,
   Redis restarted, failover) drops the whole cache, and nothing is cached until
   a new connection is subscribed (tried again at most every `RETRY_SECONDS`).
+* Serve only while Redis is heard from: a connection can stay open and deliver
+  nothing (a partition without a reset, a stalled Redis). After `heartbeat`
+  seconds without a PONG the connection is sent a PING; a PING unanswered for
+  another `heartbeat` counts as a broken connection (above). Only a PONG proves
+  delivery, and it proves it as of its PING's sending: Redis ran everything
+  written before then, and queued those invalidations ahead of the PONG. So a
+  read is answered from memory only if a PING sent within the last
+  `2 * heartbeat` seconds has been answered (`fresh`), whatever the shells do.
 * Before a read may be answered from memory, whatever invalidations already
   reached this process are applied (the sync shell drains the socket without
   blocking; the asyncio one lets its listener task catch up, or asks Redis).
@@ -20,7 +28,8 @@ of who read what. The rules, in `ClientCache`:
   run: read-your-writes never waits for the invalidation to arrive.
 
 How long another instance's logout can go unseen is the time its
-invalidation takes to reach this socket: one network delay (docs/operating.md).
+invalidation takes to reach this socket: one network delay; if the
+connection silently stops delivering, `2 * heartbeat` (docs/operating.md).
 """
 
 from __future__ import annotations
@@ -40,12 +49,21 @@ from redis import exceptions as redis_errors
 
 from ..base import Apply, Create, Delete, EndSessions, Operation, Rotate
 
-__all__ = ["RETRY_SECONDS", "AsyncInvalidations", "ClientCache", "Invalidations"]
+__all__ = [
+    "HEARTBEAT_SECONDS",
+    "RETRY_SECONDS",
+    "AsyncInvalidations",
+    "ClientCache",
+    "Invalidations",
+]
 
 logger = logging.getLogger("sessionhub")
 
 #: The shortest time between two attempts to open the invalidation connection.
 RETRY_SECONDS = 1.0
+
+#: Seconds without a PONG before a PING; as long again unanswered: broken.
+HEARTBEAT_SECONDS = 1.0
 
 _CHANNEL = b"__redis__:invalidate"
 
@@ -53,11 +71,20 @@ _CHANNEL = b"__redis__:invalidate"
 class ClientCache:
     """The cached records (a bounded LRU) and the rules above; no I/O."""
 
-    def __init__(self, namespace: str, size: int = 10_000) -> None:
+    def __init__(
+        self, namespace: str, size: int = 10_000, heartbeat: float = HEARTBEAT_SECONDS
+    ) -> None:
         if size < 1:
             raise ValueError("the client cache holds at least one entry")
+        if not 0 < heartbeat < math.inf:
+            raise ValueError("the heartbeat is a positive number of seconds")
         self.prefix = f"{namespace}:s:"
         self.size = size
+        self.heartbeat = heartbeat
+        #: When the last answered PING was sent (monotonic): Redis was heard as of then.
+        self.heard_at = -math.inf
+        #: When the PING awaiting its PONG was sent, if one is.
+        self.pinged_at: float | None = None
         #: Bumped by every invalidation applied: a reply fetched across a bump is not kept.
         self.epoch = 0
         #: Whether the invalidation connection is subscribed (else nothing is served).
@@ -69,8 +96,12 @@ class ClientCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def fresh(self, now: float) -> bool:
+        """Whether Redis was heard from recently enough for a read to be served from memory."""
+        return self.listening and now - self.heard_at < 2 * self.heartbeat
+
     def get(self, key: str) -> bytes | None:
-        if not self.listening:
+        if not self.fresh(time.monotonic()):
             return None
         with self._lock:
             blob = self._entries.get(key)
@@ -101,9 +132,11 @@ class ClientCache:
             self.epoch += 1
             self._entries.clear()
 
-    def start(self) -> None:
-        """The invalidation connection is subscribed: caching may begin."""
+    def start(self, since: float) -> None:
+        """The invalidation connection, opened at `since`, is subscribed: caching may begin."""
         self.clear()
+        self.heard_at = since
+        self.pinged_at = None
         self.listening = True
 
     def stop(self) -> None:
@@ -111,11 +144,34 @@ class ClientCache:
         self.listening = False
         self.clear()
 
+    # -- the heartbeat: the shells ask what is due and do it ---------------------------
+
+    def ping_due(self, now: float) -> bool:
+        return self.pinged_at is None and now - self.heard_at >= self.heartbeat
+
+    def pinged(self, now: float) -> None:
+        self.pinged_at = now
+
+    def overdue(self, now: float) -> bool:
+        """Whether the PING went unanswered too long: the connection counts as broken."""
+        return self.pinged_at is not None and now - self.pinged_at >= self.heartbeat
+
+    def next_beat(self, now: float) -> float:
+        """Seconds until `ping_due` or `overdue` may turn true."""
+        since = self.heard_at if self.pinged_at is None else self.pinged_at
+        return max(since + self.heartbeat - now, 0.0)
+
     def heard(self, message: Any) -> None:
         """Apply one message of the invalidation connection."""
+        # A subscribed RESP2 connection answers PING with [b"pong", b""]; redis-py
+        # hands it over as b"PONG". One PING is in flight at a time: this answers it.
+        if message == b"PONG" or (isinstance(message, list) and message[:1] == [b"pong"]):
+            if self.pinged_at is not None:
+                self.heard_at, self.pinged_at = self.pinged_at, None
+            return
         # redis-py hands the channel's messages over as [b"invalidate", keys];
         # the plain RESP2 shape is [b"message", channel, keys]. Anything else
-        # (the subscription's confirmation, a PONG) invalidates nothing.
+        # (the subscription's confirmation) invalidates nothing.
         if not isinstance(message, list):
             return
         if len(message) == 2 and message[0] == b"invalidate":
@@ -157,14 +213,18 @@ async def _async_as_is(message: Any) -> Any:
     return message
 
 
-def _new_connection(pool: Any) -> Any:
+def _new_connection(pool: Any, bound: float) -> Any:
     # The client's own connection class and settings: TLS, auth, Sentinel alike.
-    # Not taken from the pool, so it never counts against (or returns to) it.
-    return pool.connection_class(**pool.connection_kwargs)
+    # Not taken from the pool, so it never counts against (or returns to) it. A
+    # stalled Redis still accepts TCP connections: the handshake gets the bound too.
+    kwargs = dict(pool.connection_kwargs)
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        kwargs[name] = min(kwargs.get(name) or bound, bound)
+    return pool.connection_class(**kwargs)
 
 
 class Invalidations:
-    """The sync shell: drains the invalidation connection before each read."""
+    """The sync shell: drains the invalidation connection (and beats) before each read."""
 
     def __init__(self, cache: ClientCache, client: Any) -> None:
         self.cache = cache
@@ -177,18 +237,33 @@ class Invalidations:
         """Apply every invalidation that has arrived, without waiting for more."""
         with self._lock:
             connection = self._connection
-            if connection is None:
-                if time.monotonic() >= self._retry_at:
-                    self._open()
+            if connection is not None:
+                try:
+                    while connection.can_read(0):
+                        self.cache.heard(connection.read_response(push_request=True))
+                    self._beat(connection)
+                except (redis_errors.RedisError, OSError):
+                    self._lost()
                 return
-            try:
-                while connection.can_read(0):
-                    self.cache.heard(connection.read_response(push_request=True))
-            except (redis_errors.RedisError, OSError):
-                self._lost()
+            if time.monotonic() < self._retry_at:
+                return
+            self._retry_at = math.inf  # this thread opens it
+        # Outside the lock: meanwhile other threads' reads go to Redis (the cache is
+        # not listening yet) rather than wait for the handshake.
+        self._open()
+
+    def _beat(self, connection: Any) -> None:
+        now = time.monotonic()
+        if self.cache.overdue(now):
+            logger.debug("client cache: Redis did not answer PING within the heartbeat")
+            self._lost()
+        elif self.cache.ping_due(now):
+            connection.send_command("PING", check_health=False)
+            self.cache.pinged(now)
 
     def _open(self) -> None:
-        connection = _new_connection(self._pool)
+        since = time.monotonic()
+        connection = _new_connection(self._pool, 2 * self.cache.heartbeat)
         try:
             connection.connect()
             connection._parser.set_invalidation_push_handler(_as_is)
@@ -198,12 +273,14 @@ class Invalidations:
                 connection.send_command(*command)
                 connection.read_response(push_request=True)
         except (redis_errors.RedisError, OSError):
-            self._retry_at = time.monotonic() + RETRY_SECONDS
             with contextlib.suppress(Exception):
                 connection.disconnect()
+            with self._lock:
+                self._retry_at = time.monotonic() + RETRY_SECONDS
             return
-        self._connection = connection
-        self.cache.start()
+        with self._lock:
+            self._connection = connection
+            self.cache.start(since)
 
     def _lost(self) -> None:
         self.cache.stop()
@@ -219,7 +296,7 @@ class Invalidations:
 
 
 class AsyncInvalidations:
-    """The asyncio shell: a listener task applies invalidations as they arrive."""
+    """The asyncio shell: a listener task applies invalidations as they arrive, and beats."""
 
     def __init__(self, cache: ClientCache, client: Any) -> None:
         self.cache = cache
@@ -231,11 +308,11 @@ class AsyncInvalidations:
 
     def ready(self) -> bool:
         """Whether a read may be answered from memory now (no invalidation left unread)."""
-        if self._task is None:
+        if self._listener() is None:
             if time.monotonic() >= self._retry_at:
                 self._spawn()
             return False
-        return self.cache.listening and not _unread(self._connection)
+        return self.cache.fresh(time.monotonic()) and not _unread(self._connection)
 
     async def settle(self) -> bool:
         """`ready()`, after letting the listener apply what has just arrived."""
@@ -249,47 +326,77 @@ class AsyncInvalidations:
 
     async def start(self) -> bool:
         """Open the connection now (not at the first read); True once listening."""
-        if self._task is None:
-            self._spawn()
+        task = self._listener() or self._spawn()
         assert self._subscribed is not None
-        assert self._task is not None
         waiter = asyncio.ensure_future(self._subscribed.wait())
-        await asyncio.wait((waiter, self._task), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((waiter, task), return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         return self.cache.listening
 
-    def _spawn(self) -> None:
+    def _listener(self) -> asyncio.Task[None] | None:
+        """The listener task, if there is one on this event loop."""
+        task = self._task
+        if task is not None and task.get_loop() is not asyncio.get_running_loop():
+            # Its loop was closed under it (nothing cancelled it): it never runs again.
+            # End it here rather than whenever it is collected, and quietly.
+            self._task = self._connection = None
+            self.cache.stop()
+            task.get_coro().close()
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+            return None
+        return task
+
+    def _spawn(self) -> asyncio.Task[None]:
         self._subscribed = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._listen())
+        return self._task
 
     async def _listen(self) -> None:
-        connection = self._connection = _new_connection(self._pool)
+        cache = self.cache
+        this = self._task
+        assert this is not None
+        since = time.monotonic()
+        connection = self._connection = _new_connection(self._pool, 2 * cache.heartbeat)
         try:
             await connection.connect()
             connection._parser.set_invalidation_push_handler(_async_as_is)
             await connection.send_command("CLIENT", "ID")
             connection_id = await connection.read_response()
-            for command in _subscribe_commands(connection_id, self.cache.prefix):
+            for command in _subscribe_commands(connection_id, cache.prefix):
                 await connection.send_command(*command)
                 await connection.read_response(push_request=True)
-            self.cache.start()
+            cache.start(since)
             assert self._subscribed is not None
             self._subscribed.set()
             while True:
-                message = await connection.read_response(timeout=math.inf, push_request=True)
-                self.cache.heard(message)
+                now = time.monotonic()
+                if cache.overdue(now):
+                    logger.debug("client cache: Redis did not answer PING within the heartbeat")
+                    return
+                if cache.ping_due(now):
+                    await connection.send_command("PING")
+                    cache.pinged(now)
+                # None: the time ran out with nothing heard.
+                message = await connection.read_response(
+                    timeout=cache.next_beat(time.monotonic()), push_request=True
+                )
+                if message is not None:
+                    cache.heard(message)
         except Exception:  # whatever broke it, the cache goes (below)
             logger.debug("client cache: the invalidation connection was lost", exc_info=True)
         finally:
-            self.cache.stop()
-            self._connection = None
-            self._task = None
-            self._retry_at = time.monotonic() + RETRY_SECONDS
-            with contextlib.suppress(Exception):
-                await connection.disconnect()
+            if self._task is this:  # not replaced (`_listener`)
+                cache.stop()
+                self._connection = None
+                self._task = None
+                self._retry_at = time.monotonic() + RETRY_SECONDS
+            # Left by a closed loop (`_listener`), there is no loop to await anything in.
+            if not this.get_loop().is_closed():
+                with contextlib.suppress(Exception):
+                    await connection.disconnect()
 
     async def aclose(self) -> None:
-        task = self._task
+        task = self._listener()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

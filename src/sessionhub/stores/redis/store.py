@@ -75,7 +75,7 @@ from ..base import (
     Sweep,
     refresh_due,
 )
-from .cache import AsyncInvalidations, ClientCache, Invalidations
+from .cache import HEARTBEAT_SECONDS, AsyncInvalidations, ClientCache, Invalidations
 from .scripts import (
     APPLY,
     CREATE,
@@ -475,12 +475,12 @@ def _commands_for(
     )
 
 
-def _cache_for(commands: RedisCommands, size: int) -> ClientCache:
+def _cache_for(commands: RedisCommands, size: int, heartbeat: float) -> ClientCache:
     if commands.cluster:
         # Broadcast tracking is per node, and a Cluster client has no one
         # connection that hears every node: refused rather than half-coherent.
         raise ValueError("the client cache works with standalone Redis and Sentinel, not Cluster")
-    commands.cache = ClientCache(commands.namespace, size)
+    commands.cache = ClientCache(commands.namespace, size, heartbeat)
     return commands.cache
 
 
@@ -515,13 +515,16 @@ class RedisStore:
         stream_length: int = 10_000,
         cache: bool = False,
         cache_size: int = 10_000,
+        cache_heartbeat: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
         self.invalidations: Invalidations | None = None
         if cache:
-            self.invalidations = Invalidations(_cache_for(self.commands, cache_size), client)
+            self.invalidations = Invalidations(
+                _cache_for(self.commands, cache_size, cache_heartbeat), client
+            )
             self.invalidations.drain()  # opens the connection (or tries again later)
 
     def execute(self, operation: Operation) -> Any:
@@ -576,6 +579,7 @@ class AsyncRedisStore:
         stream_length: int = 10_000,
         cache: bool = False,
         cache_size: int = 10_000,
+        cache_heartbeat: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
@@ -583,7 +587,9 @@ class AsyncRedisStore:
         #: Opened by the first read (in the event loop), or by `start_cache`.
         self.invalidations: AsyncInvalidations | None = None
         if cache:
-            self.invalidations = AsyncInvalidations(_cache_for(self.commands, cache_size), client)
+            self.invalidations = AsyncInvalidations(
+                _cache_for(self.commands, cache_size, cache_heartbeat), client
+            )
         # A fresh asyncio Cluster client used by many tasks at once, before it
         # has learnt the slots, sends to wrong nodes, and after enough MOVED
         # replies closes its connections under the other tasks (whose scripts
