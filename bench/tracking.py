@@ -77,14 +77,21 @@ def evaluate(port: int, trials: int = 500) -> dict[str, float]:
         staleness.append(invalidated[0] - deleted)
     reader.disconnect()
     writer.close()
-    staleness.sort()
     return {
-        "staleness_median_us": statistics.median(staleness) / 1000,
-        "staleness_p99_us": staleness[int(len(staleness) * 0.99)] / 1000,
-        "staleness_max_us": staleness[-1] / 1000,
+        **_spread("staleness", staleness),
         "cached_read_us": statistics.median(cached) / 1000,
         "round_trip_us": statistics.median(fetched) / 1000,
         **store_staleness(port, trials),
+    }
+
+
+def _spread(name: str, samples_ns: list[int]) -> dict[str, float]:
+    """Median, p99 and worst of `samples_ns`, in µs, as `<name>_median_us` and so on."""
+    ordered = sorted(samples_ns)
+    return {
+        f"{name}_median_us": statistics.median(ordered) / 1000,
+        f"{name}_p99_us": ordered[int(len(ordered) * 0.99)] / 1000,
+        f"{name}_max_us": ordered[-1] / 1000,
     }
 
 
@@ -122,11 +129,8 @@ def store_staleness(port: int, trials: int = 500) -> dict[str, float]:
         b.close()
         a.client.close()
         b.client.close()
-    staleness.sort()
     return {
-        "store_staleness_median_us": statistics.median(staleness) / 1000,
-        "store_staleness_p99_us": staleness[int(len(staleness) * 0.99)] / 1000,
-        "store_staleness_max_us": staleness[-1] / 1000,
+        **_spread("store_staleness", staleness),
         "store_cached_read_us": statistics.median(cached) / 1000,
         "store_read_us": statistics.median(fetched) / 1000,
     }

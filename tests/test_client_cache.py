@@ -88,6 +88,12 @@ def _new_session(manager: SessionManager, **values: Any) -> str:
     return session_id
 
 
+def _write(manager: SessionManager, session_id: str, **values: Any) -> None:
+    session = manager.load(session_id)
+    session.update(values)
+    manager.commit(session)
+
+
 def test_a_repeat_read_costs_no_round_trip(two: Any) -> None:
     a, b, _ = two
     session_id = _new_session(a, user="ann")
@@ -104,9 +110,7 @@ def test_another_instances_write_is_seen(two: Any) -> None:
     a, b, _ = two
     session_id = _new_session(a, n=1)
     b.load(session_id)
-    session = a.load(session_id)
-    session["n"] = 2
-    a.commit(session)
+    _write(a, session_id, n=2)
     assert _within(BOUND, lambda: b.load(session_id)["n"] == 2) < BOUND
     before = _sent()
     assert b.load(session_id)["n"] == 2  # cached again, fresh
@@ -117,9 +121,7 @@ def test_a_read_after_an_invalidation_is_one_fresh_round_trip(two: Any) -> None:
     a, b, store = two
     session_id = _new_session(a, n=1)
     b.load(session_id)
-    session = a.load(session_id)
-    session["n"] = 2
-    a.commit(session)
+    _write(a, session_id, n=2)
     invalidations = store.invalidations
     _within(BOUND, lambda: invalidations.drain() or len(invalidations.cache) == 0)
     before = _sent()
