@@ -42,7 +42,7 @@ import select
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -196,11 +196,12 @@ class ClientCache:
                 self.clear()  # rare, and which sessions it ends is known only after
 
 
-def _subscribe_commands(connection_id: int, prefix: str) -> list[tuple[Any, ...]]:
-    return [
-        ("CLIENT", "TRACKING", "ON", "REDIRECT", connection_id, "BCAST", "PREFIX", prefix),
-        ("SUBSCRIBE", _CHANNEL),
-    ]
+def _handshake(prefix: str) -> Generator[tuple[Any, ...], Any, None]:
+    """The commands that make a connection the invalidation listener, each sent its
+    reply back: one piece for the sync and the asyncio shells to drive."""
+    connection_id = yield ("CLIENT", "ID")
+    yield ("CLIENT", "TRACKING", "ON", "REDIRECT", connection_id, "BCAST", "PREFIX", prefix)
+    yield ("SUBSCRIBE", _CHANNEL)
 
 
 # redis-py parses the channel's messages as invalidation pushes and drops them
@@ -267,11 +268,11 @@ class Invalidations:
         try:
             connection.connect()
             connection._parser.set_invalidation_push_handler(_as_is)
-            connection.send_command("CLIENT", "ID")
-            connection_id = connection.read_response()
-            for command in _subscribe_commands(connection_id, self.cache.prefix):
-                connection.send_command(*command)
-                connection.read_response(push_request=True)
+            steps, reply = _handshake(self.cache.prefix), None
+            with contextlib.suppress(StopIteration):
+                while True:
+                    connection.send_command(*steps.send(reply))
+                    reply = connection.read_response(push_request=True)
         except (redis_errors.RedisError, OSError):
             with contextlib.suppress(Exception):
                 connection.disconnect()
@@ -360,11 +361,11 @@ class AsyncInvalidations:
         try:
             await connection.connect()
             connection._parser.set_invalidation_push_handler(_async_as_is)
-            await connection.send_command("CLIENT", "ID")
-            connection_id = await connection.read_response()
-            for command in _subscribe_commands(connection_id, cache.prefix):
-                await connection.send_command(*command)
-                await connection.read_response(push_request=True)
+            steps, reply = _handshake(cache.prefix), None
+            with contextlib.suppress(StopIteration):
+                while True:
+                    await connection.send_command(*steps.send(reply))
+                    reply = await connection.read_response(push_request=True)
             cache.start(since)
             assert self._subscribed is not None
             self._subscribed.set()
