@@ -27,6 +27,17 @@ from tests.conftest import (
 T = TypeVar("T")
 
 
+def session_records(client: Any, namespace: str = "sh") -> list[bytes]:
+    """The keys of the session records in a Redis (a client of a server or a Cluster).
+
+    A rotation leaves a short-lived forward at the old key, and an end may
+    leave a short-lived marker: their values start with "!", and they are
+    not sessions.
+    """
+    keys: list[bytes] = client.keys(f"{namespace}:s:*")
+    return [key for key in keys if not (client.get(key) or b"!").startswith(b"!")]
+
+
 class FakeClock:
     def __init__(self, now: float = 1_800_000_000.0) -> None:
         self.now = now

@@ -12,7 +12,8 @@ anon         15    an anonymous GET that does not touch the session: no cookie
 anon-read    10    an anonymous look at the (empty) session: no cookie
 read         35    the user's counter and principal are what the user last saw
 write        20    the counter goes up by one
-login         8    the principal is bound, the data kept, the id changed
+login         8    the principal is bound, the id changed, the data kept (but
+                   for a login as another user: a clean session)
 logout        6    the cookie is cleared
 leave         6    no request: the user drops the cookie (the session is
                    abandoned and must expire after the idle timeout)
@@ -48,6 +49,7 @@ from typing import Any
 import httpx
 import redis.asyncio
 
+from sessionhub.stores.base import FORWARD_WINDOW
 from tests.servers import RedisServer
 from tests.web_apps import AppServer, server_env
 
@@ -93,6 +95,7 @@ class Sample:
     stream_entries: int  # events held by the 64 event streams (capped: `stream_length` each)
     held: int  # sessions the virtual users hold now
     abandoned: int  # sessions left in the last idle + RECLAIM_SECONDS seconds
+    logins: int  # in the last FORWARD_WINDOW + RECLAIM_SECONDS: each may leave a forward
     requests: int  # so far
     errors: int  # so far
 
@@ -111,11 +114,12 @@ class SoakReport:
 
         Live sessions S: those the users hold, plus those they abandoned within
         the idle timeout (an abandoned session is gone `idle` seconds later).
-        Each may have its user's index key (at most one per principal); the
+        Each may have its user's index key (at most one per principal); each
+        recent login may have left a forward at the old id (for a minute); the
         rest is fixed. Redis reclaims expired keys a little late: 10% + 10 more.
         """
         live = sample.held + sample.abandoned
-        explained = live + min(self.config.principals, live) + FIXED_KEYS
+        explained = live + min(self.config.principals, live) + sample.logins + FIXED_KEYS
         return int(explained * (1 + RECLAIM_SHARE)) + 10
 
     def steady(self) -> list[Sample]:
@@ -199,12 +203,17 @@ class Load:
         self.pace = Pace(config.rate)
         self.held: set[int] = set()
         self.abandoned: list[float] = []  # when each session was left, ascending
+        self.logins: list[float] = []  # when each login was sent, ascending
         self.started = time.monotonic()
         self.stopping = False
 
     def recently_abandoned(self, now: float) -> int:
         since = now - self.config.idle - RECLAIM_SECONDS
         return len(self.abandoned) - bisect.bisect_left(self.abandoned, since)
+
+    def recent_logins(self, now: float) -> int:
+        since = now - FORWARD_WINDOW / 1000 - RECLAIM_SECONDS
+        return len(self.logins) - bisect.bisect_left(self.logins, since)
 
     def fail(self, message: str) -> None:
         self.report.error_count += 1
@@ -266,7 +275,10 @@ class Load:
         elif action == "login":
             before = browser.cookies.get("session")
             user = f"user-{self.rng.randrange(self.config.principals)}"
+            self.logins.append(time.monotonic() - self.started)
             reply = await browser.post("/login", params={"user": user})
+            if state.user not in (None, user):
+                state.reset()  # another user's session is not inherited
             state.user = user
             self.expect(action, reply, reply.json(), state.seen())
             if browser.cookies.get("session") in (None, before):
@@ -340,6 +352,7 @@ async def sample(load: Load, client: redis.asyncio.Redis, pid: int, report: Soak
         stream_entries=entries,
         held=len(load.held),
         abandoned=load.recently_abandoned(at),
+        logins=load.recent_logins(at),
         requests=sum(report.requests.values()),
         errors=report.error_count,
     )

@@ -23,6 +23,7 @@ from sessionhub.web.binding import (
     forwarded_for,
     network_of,
 )
+from tests.harness import session_records
 from tests.log_records import Records, recording
 from tests.test_web_scenarios import warm_up
 from tests.web_apps import RoundTrips
@@ -46,7 +47,7 @@ def client_from(user_agent: str, address: str) -> dict[str, str | bytes]:
 
 
 def stored_client_info(store: redis.Redis) -> Any:
-    [key] = store.keys("sh:s:*")
+    [key] = session_records(store)
     record = parse_record(store.get(key))  # type: ignore[arg-type]
     raw = record.fields.get(CLIENT_INFO)
     return None if raw is None else json.loads(raw)
@@ -71,7 +72,7 @@ def test_end_ends_a_session_used_from_another_client(
     thief = client.get("/read", client_from(LAPTOP, "192.0.2.9"))
     assert thief.json() == {"data": {}, "principal": None}
     assert any(c.startswith("session=; ") and "Max-Age=0" in c for c in thief.set_cookies())
-    assert redis_client.keys("sh:s:*") == []  # deleted in the store, not only for this request
+    assert session_records(redis_client) == []  # deleted in the store, not only for this request
     [mismatch] = seen
     assert mismatch.principal == "alice"
     assert mismatch.action == "end"
@@ -108,7 +109,7 @@ def test_alert_reports_and_keeps_the_session(
     [mismatch] = seen
     assert mismatch.action == "alert"
     assert mismatch.changed == ("network",)
-    assert len(redis_client.keys("sh:s:*")) == 1
+    assert len(session_records(redis_client)) == 1
 
 
 def test_off_by_default_records_and_compares_nothing(

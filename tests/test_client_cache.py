@@ -21,6 +21,7 @@ from sessionhub import (
     AsyncRedisStore,
     AsyncSessionManager,
     RedisStore,
+    SessionEnded,
     SessionManager,
     StoreUnavailable,
     connect,
@@ -177,10 +178,12 @@ def test_a_stale_cached_read_cannot_write_or_revive(two: Any, redis_client: redi
 
     written = stale()
     written["cart"] = 1
-    assert b.commit(written).id is None  # gone: nothing stored
+    with pytest.raises(SessionEnded):
+        b.commit(written)  # gone: nothing stored
     rotated = stale()
     b.login(rotated, "ann")
-    assert b.commit(rotated).id is None
+    with pytest.raises(SessionEnded):
+        b.commit(rotated)
     assert redis_client.keys("sh:s:*") == []
 
 

@@ -19,6 +19,7 @@ from sessionhub import (
     Lifecycle,
     RedisStore,
     Session,
+    SessionEnded,
     SessionManager,
 )
 from sessionhub.crypto import EncryptedCodec, new_key
@@ -374,7 +375,8 @@ def lost_then_written(h: Harness) -> Session:
     session = h.load(session_id)
     ended_elsewhere(h, session_id)
     session["cart"] = {"a": 2}
-    assert h.commit(session).id is None  # gone: goes on as a new, empty session
+    with pytest.raises(SessionEnded):
+        h.commit(session)  # gone: goes on as a new, empty session
     session["cart"] = {"b": 2}
     return session
 

@@ -21,7 +21,7 @@ from sessionhub.config import ConfigError, Settings
 from sessionhub.ids import MAX_ID_LENGTH, IdScheme
 from sessionhub.web.binding import ClientBinding
 from sessionhub.web.resolvers import CookiePolicy
-from tests.harness import FakeClock
+from tests.harness import FakeClock, session_records
 from tests.log_records import recording
 from tests.servers import free_port
 from tests.web_apps import Client, Reply
@@ -191,7 +191,7 @@ def test_ids_never_reach_the_logs(open_client: Clients, redis_client: redis.Redi
         request("GET", "/read")
         request("POST", "/login", user="alice")
         client.request("GET", "/read", headers={"User-Agent": "another browser"})  # mismatch
-        [key] = redis_client.keys("sh:s:*")
+        [key] = session_records(redis_client)
         redis_client.set(key, b"not a record", keepttl=True)
         request("GET", "/read")  # unreadable: a warning, a new session
         request("POST", "/login", user="bob")

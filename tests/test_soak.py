@@ -31,7 +31,7 @@ def test_a_short_soak_keeps_memory_and_keys_flat_without_errors() -> None:
 
 
 def sample(at: float, *, rss_mb: float = 50, keys: int = 200, held: int = 16) -> Sample:
-    return Sample(at, int(rss_mb * 2**20), keys, keys // 2, keys // 4, 2**21, 0, held, 20, 0, 0)
+    return Sample(at, int(rss_mb * 2**20), keys, keys // 2, keys // 4, 2**21, 0, held, 20, 0, 0, 0)
 
 
 def test_the_report_names_what_went_wrong() -> None:

@@ -26,6 +26,7 @@ from django.utils import timezone
 import tests.web_django as project
 from sessionhub.ids import IdScheme
 from sessionhub.web.django import SessionStore
+from tests.harness import session_records
 from tests.servers import RedisServer
 from tests.web_apps import Client
 
@@ -47,8 +48,7 @@ def session(store: redis.Redis) -> SessionStore:
 
 
 def keys(store: redis.Redis) -> list[bytes]:
-    found: list[bytes] = store.keys("sh:s:*")  # type: ignore[assignment]
-    return found
+    return session_records(store)
 
 
 # -- SessionTestsMixin's expectations -------------------------------------------------

@@ -39,6 +39,9 @@ def test_log_in_on_one_server_be_logged_in_on_the_other(
             "data": {},
             "principal": "alice",
         }
+        for url in (starlette, flask):  # who is logged in is a look at the session: Vary
+            who = browser.get(url + "/identity", params={"name": "principal"}, headers=cookie)
+            assert (who.json(), who.headers["vary"]) == ("alice", "Cookie")
         browser.post(flask + "/write", params={"key": "cart", "value": "2 pears"}, headers=cookie)
         for _ in range(4):  # both gunicorn workers and uvicorn see the same session
             for url in (starlette, flask):

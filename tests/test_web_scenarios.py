@@ -18,8 +18,9 @@ import redis
 from sessionhub import AsyncSessionManager, Outcome, Session, SessionManager
 from sessionhub.hooks import add_manager_hook
 from sessionhub.ids import IdScheme
+from tests.harness import session_records
 from tests.servers import RedisServer, free_port
-from tests.web_apps import KINDS, Client, RoundTrips
+from tests.web_apps import ACCESSORS, KINDS, Client, RoundTrips
 
 SID = re.compile(r"[A-Za-z0-9_-]{44}")
 
@@ -90,8 +91,7 @@ def commits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Session]]:
 
 
 def session_keys(store: redis.Redis) -> list[bytes]:
-    keys: list[bytes] = store.keys("sh:s:*")  # type: ignore[assignment]
-    return keys
+    return session_records(store)
 
 
 def warm_up(client: Client) -> None:
@@ -384,3 +384,16 @@ def test_degraded_mode_serves_an_unsaved_session(open_client: OpenClient) -> Non
     assert write.status == read.status == 200
     assert write.set_cookies() == []
     assert read.json()["data"] == {}
+
+
+@pytest.mark.parametrize("name", ACCESSORS)
+def test_every_look_at_the_session_varies_on_its_cookie(open_client: OpenClient, name: str) -> None:
+    """Who is logged in (and every other accessor) is a look at the session, as a
+    key is: a response that shows it must not be served to others by a shared
+    cache, whatever its Cache-Control says (Flask's CVE-2023-30861 class)."""
+    signed_in = open_client()
+    signed_in.post("/login", user="alice")
+    looks = [signed_in.get("/identity", name=name), open_client().get("/identity", name=name)]
+    for reply in looks:
+        assert reply.status == 200
+        assert "Cookie" in [token.strip() for token in reply.headers["vary"].split(",")]

@@ -9,6 +9,8 @@ POST /write        session[key] = value   (query: key, value)
 POST /login        sessionhub.auth.login(session, user)   (query: user)
 POST /logout       sessionhub.auth.logout(session)
 POST /fail         session[key] = "lost", then answers 500
+GET  /identity     one accessor of the session (query: name), JSON, marked
+                   cacheable by shared caches (Cache-Control: public)
 =================  =========================================================
 
 `make_app(kind, conf)` builds it with `Settings.load(**conf)` the way a user of
@@ -108,6 +110,33 @@ def _value_of(data: Mapping[str, Any]) -> dict[str, Any]:
     return {key: data[key] for key in data}
 
 
+#: Every accessor of a session's state besides its keys: each is a look at the session.
+ACCESSORS = (
+    "id",
+    "handle",
+    "is_new",
+    "principal",
+    "authenticated_at",
+    "created_at",
+    "accessed_at",
+    "idle_timeout",
+    "deadline",
+    "expires_at",
+    "version",
+    "client_info",
+    "binding",
+    "persistent",
+)
+PUBLIC = {"Cache-Control": "public, max-age=60"}
+
+
+def identity(session: Session, name: str) -> str:
+    """The JSON of one accessor of `session` (only those of ACCESSORS)."""
+    if name not in ACCESSORS:
+        raise ValueError(f"not an accessor: {name}")
+    return json.dumps(getattr(session, name))
+
+
 # -- one builder per integration ---------------------------------------------------
 
 
@@ -135,6 +164,10 @@ def _starlette(conf: dict[str, Any]) -> Any:
         request.session[request.query_params["key"]] = "lost"
         return PlainTextResponse("failed", status_code=500)
 
+    async def look(request: Request) -> Response:
+        value = identity(auth.sessionhub_session(request.session), request.query_params["name"])
+        return Response(value, media_type="application/json", headers=PUBLIC)
+
     routes = [
         Route("/anon", anon),
         Route("/read", read),
@@ -142,6 +175,7 @@ def _starlette(conf: dict[str, Any]) -> Any:
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/fail", fail, methods=["POST"]),
+        Route("/identity", look),
     ]
     settings = Settings.load(**conf)
     return Starlette(routes=routes, middleware=[Middleware(SessionMiddleware, settings=settings)])
@@ -178,6 +212,10 @@ def _fastapi(conf: dict[str, Any]) -> Any:
     async def fail(session: CurrentSession, key: str) -> str:
         session[key] = "lost"
         return "failed"
+
+    @app.get("/identity")
+    async def look(session: CurrentSession, name: str) -> Response:
+        return Response(identity(session, name), media_type="application/json", headers=PUBLIC)
 
     return app
 
@@ -216,8 +254,16 @@ def _litestar(conf: dict[str, Any]) -> Any:
         request.session[key] = "lost"
         return litestar.Response("failed", status_code=500, media_type=MediaType.TEXT)
 
+    @get("/identity")
+    async def look(
+        request: litestar.Request[Any, Any, Any], name: FromQuery[str]
+    ) -> litestar.Response[str]:
+        value = identity(auth.sessionhub_session(request.session), name)
+        return litestar.Response(value, media_type=MediaType.JSON, headers=PUBLIC)
+
     middleware = SessionMiddleware.shared(Settings.load(**conf))
-    return litestar.Litestar([anon, read, write, login, logout, fail], middleware=[middleware])
+    handlers = [anon, read, write, login, logout, fail, look]
+    return litestar.Litestar(handlers, middleware=[middleware])
 
 
 def _quart(conf: dict[str, Any]) -> Any:
@@ -255,6 +301,11 @@ def _quart(conf: dict[str, Any]) -> Any:
     async def fail() -> tuple[str, int]:
         quart.session[quart.request.args["key"]] = "lost"
         return "failed", 500
+
+    @app.get("/identity")
+    async def look() -> tuple[str, int, dict[str, str]]:
+        value = identity(auth.sessionhub_session(quart.session), quart.request.args["name"])
+        return value, 200, {**PUBLIC, "Content-Type": "application/json"}
 
     return app
 
@@ -295,6 +346,11 @@ def _flask(conf: dict[str, Any]) -> Any:
         flask.session[flask.request.args["key"]] = "lost"
         return "failed", 500
 
+    @app.get("/identity")
+    def look() -> tuple[str, int, dict[str, str]]:
+        value = identity(auth.sessionhub_session(flask.session), flask.request.args["name"])
+        return value, 200, {**PUBLIC, "Content-Type": "application/json"}
+
     return app
 
 
@@ -317,6 +373,10 @@ def _wsgi(conf: dict[str, Any]) -> Any:
         elif route == "/fail":
             session[query["key"]] = "lost"
             status = "500 Internal Server Error"
+        elif route == "/identity":
+            body = identity(session, query["name"])
+            start_response(status, [("Content-Type", "application/json"), *PUBLIC.items()])
+            return [body.encode()]
         else:
             status, body = "404 Not Found", "not found"
         start_response(status, [("Content-Type", "text/plain")])
@@ -476,7 +536,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def server_env(**settings: str) -> dict[str, str]:
     """This process's environment for an app server, with `settings` as SESSIONHUB_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONHUB_")}
-    env["PYTHONPATH"] = str(ROOT)
+    # The checkout's own source first: a server of another worktree's tree runs its code.
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
     env.update({f"SESSIONHUB_{name.upper()}": value for name, value in settings.items()})
     return env
 
@@ -500,10 +561,13 @@ class AppServer:
         return cls(argv, port, env, log)
 
     @classmethod
-    def gunicorn(cls, app: str, env: dict[str, str], log: Path, workers: int = 2) -> AppServer:
+    def gunicorn(
+        cls, app: str, env: dict[str, str], log: Path, workers: int = 2, threads: int = 1
+    ) -> AppServer:
         port = free_port()
         argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                "--workers", str(workers), "--log-level", "warning", app]  # fmt: skip
+                "--workers", str(workers), "--threads", str(threads),
+                "--log-level", "warning", app]  # fmt: skip
         return cls(argv, port, env, log)
 
     def wait_ready(self, timeout: float = 30) -> None:

@@ -37,6 +37,7 @@ from django.urls import path
 
 from sessionhub import auth
 from sessionhub.web.django import SessionStore
+from tests.web_apps import PUBLIC, identity
 
 
 def _store(request: HttpRequest) -> SessionStore:
@@ -83,6 +84,11 @@ def fail(request: HttpRequest) -> HttpResponse:
     return HttpResponse("failed", status=500)
 
 
+def look(request: HttpRequest) -> HttpResponse:
+    value = identity(auth.sessionhub_session(request.session), request.GET["name"])
+    return HttpResponse(value, content_type="application/json", headers=PUBLIC)
+
+
 def django_login(request: HttpRequest) -> HttpResponse:
     """contrib.auth's own login(): cycle_key(), then the user's id in the session."""
     user = django_auth.authenticate(request, username=request.GET["user"], password="pw")
@@ -116,6 +122,7 @@ urlpatterns = [
     path("login", login),
     path("logout", logout),
     path("fail", fail),
+    path("identity", look),
     path("django/login", django_login),
     path("django/logout", django_logout),
     path("django/whoami", django_whoami),

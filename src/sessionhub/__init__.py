@@ -1,7 +1,7 @@
 """sessionhub: distributed HTTP sessions for Python web applications, on Redis."""
 
 from .codec import JSON, Codec, CodecError, JsonCodec
-from .errors import LoginRefused, SessionError, StoreUnavailable
+from .errors import LoginRefused, SessionEnded, SessionError, StoreUnavailable
 from .events import Event, EventType, Reason
 from .expiry import AsyncExpiryWorker, ExpiryWorker
 from .ids import IdScheme
@@ -36,6 +36,7 @@ __all__ = [
     "Reason",
     "RedisStore",
     "Session",
+    "SessionEnded",
     "SessionError",
     "SessionInfo",
     "SessionLimit",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LoginRefused", "SessionError", "StoreUnavailable"]
+__all__ = ["LoginRefused", "SessionEnded", "SessionError", "StoreUnavailable"]
 
 
 class SessionError(Exception):
@@ -31,3 +31,20 @@ class LoginRefused(SessionError):
         super().__init__(f"{principal!r} already has {max_sessions} sessions, the most allowed")
         self.principal = principal
         self.max_sessions = max_sessions
+
+
+class SessionEnded(SessionError):
+    """The session ended while this request held it: its changes were dropped.
+
+    Raised by `commit` when another request logged the session out (or ended
+    it: "log out everywhere", a session limit, an operator) or it expired
+    between load and commit -- an end wins over concurrent writes -- and when
+    the id the request came with had just been rotated by another request (a
+    login), which this request may not write through. Nothing was stored. Web
+    integrations answer 409 and leave the client's cookie alone: only the
+    request that ended the session tells the client to forget it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

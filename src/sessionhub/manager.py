@@ -18,19 +18,22 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .codec import Codec, CodecError, JsonCodec
-from .errors import LoginRefused, StoreUnavailable
+from .errors import LoginRefused, SessionEnded, StoreUnavailable
 from .events import Reason
 from .ids import IdScheme, SessionRef, is_handle
 from .policy import FlushMode, Timeouts
 from .record import BINDING, PRINCIPAL, Delta, Meta, Record, RecordError, apply
 from .session import Session
 from .stores.base import (
+    FORWARDED,
     LIMIT_REACHED,
+    PRINCIPAL_CHANGED,
     Apply,
     AsyncStore,
     Create,
     Delete,
     EndSessions,
+    Followed,
     ListSessions,
     Operation,
     Read,
@@ -120,16 +123,22 @@ class Lifecycle:
         """The session `raw_id` names, or a new one.
 
         Strict: an id that is malformed, unknown, expired, or whose data cannot
-        be decoded gives a new session; the client's id is never adopted.
+        be decoded gives a new session; the client's id is never adopted. An
+        id another request has just rotated away from (a login) gives a new
+        session too, which remembers that id (see `Session._superseded`).
         """
         ref = self.ids.parse(raw_id)
         if ref is None:
             return self.new_session()
         now = self._now()
         try:
-            record: Record | None = yield Read(ref.handle, now, self.timeouts.refresh_share)
+            record = yield Read(ref.handle, now, self.timeouts.refresh_share)
             if record is None:
                 return self.new_session()
+            if record is FORWARDED:
+                fresh = self.new_session()
+                fresh._superseded = ref
+                return fresh
             session = Session.from_record(self.codec, ref, record)
         except StoreUnavailable as exc:
             return self._degraded(exc, ref.handle)
@@ -157,14 +166,16 @@ class Lifecycle:
         """Write what changed, in at most one store operation per step.
 
         Raises StoreUnavailable (nothing is half-written: each step is atomic)
-        unless the lifecycle degrades, in which case the changes are dropped.
+        unless the lifecycle degrades, in which case the changes are dropped;
+        SessionEnded if the session ended while the request held it (its
+        changes are dropped: an end wins).
         """
         if session._degraded:
             return Outcome(None, send=False)
         try:
             return (yield from self._commit(session))
         except StoreUnavailable as exc:
-            self._degraded(exc, session.handle)
+            self._degraded(exc, session._handle())
             return Outcome(None, send=False)
 
     def _commit(self, session: Session) -> Steps[Outcome]:
@@ -189,22 +200,32 @@ class Lifecycle:
             meta = yield Rotate(ref.handle, new_ref.handle, delta or Delta(), now, limit)
             if meta is LIMIT_REACHED:
                 raise self._refused(session, principal)
+            if meta is PRINCIPAL_CHANGED:
+                # Another request logged this session in as someone else meanwhile:
+                # this login starts a session of its own, as if from a fresh one.
+                session._ref = None
+                return (yield from self._create(session, ended, principal))
             if meta is None:
-                return self._gone(session, ref)
+                raise self._gone(session, ref)
             session._committed(new_ref, meta, delta or Delta())
             return self._outcome(session, send=True)
         if delta is None:
-            return self._outcome(session, send=session._refreshed and session.persistent)
+            return self._outcome(session, send=session._refreshed and session._persistent())
         base = session._base
         expected = apply(base, delta, now) if base is not None else None
         meta = yield Apply(ref.handle, delta, now, expected)
         if meta is None:
-            return self._gone(session, ref)
+            raise self._gone(session, ref)
+        if isinstance(meta, Followed):
+            # Rotated by another request since it was read: the changes are in the
+            # rotated session, whose id this request must not learn or hand out.
+            session._committed(ref, meta.meta, delta)
+            return self._outcome(session, send=False)
         expiry_moved = meta.expires != session._meta.expires
         session._committed(ref, meta, delta)
         if expected is not None and meta == expected.meta:
             session._base = expected
-        return self._outcome(session, send=expiry_moved and session.persistent)
+        return self._outcome(session, send=expiry_moved and session._persistent())
 
     def _create(self, session: Session, ended: bool, principal: str | None) -> Steps[Outcome]:
         # A session that was invalidated, lost, or committed empty earlier in
@@ -217,6 +238,11 @@ class Lifecycle:
             # Nothing worth storing: stay lazy.
             session._forget(None, session._meta)
             return Outcome(None, send=ended)
+        superseded = session._superseded
+        if superseded is not None and principal is None:
+            # A new id here would replace the one the rotating request gives the
+            # client: refused, and said so (a login makes its own session).
+            raise self._gone(session, superseded, rotated=True)
         now = self._now()
         meta = self._fresh_meta(now)
         if session._idle_change is not None:
@@ -237,7 +263,7 @@ class Lifecycle:
         return self._outcome(session, send=True)
 
     def _shard(self, session: Session, current: str | None) -> str | None:
-        principal = session.principal
+        principal = session._principal()
         return self.ids.shard_of(principal) if principal is not None else current
 
     def _refused(self, session: Session, principal: str | None) -> LoginRefused:
@@ -245,16 +271,25 @@ class Lifecycle:
         limit = self.session_limit.max_sessions if self.session_limit else 0
         return LoginRefused(principal or "", limit)
 
-    def _gone(self, session: Session, ref: SessionRef) -> Outcome:
-        logger.info(
-            "session ended elsewhere; changes dropped", extra={"session_handle": ref.handle}
-        )
+    def _gone(self, session: Session, ref: SessionRef, *, rotated: bool = False) -> SessionEnded:
+        """The request's changes are dropped; the session goes on as a new, empty one."""
+        if rotated:
+            reason = (
+                "the session was signed in again by another request while this one ran; "
+                "its changes were not saved"
+            )
+        else:
+            reason = (
+                "the session ended while this request ran (signed out elsewhere, or "
+                "expired); its changes were not saved"
+            )
+        logger.info(reason, extra={"session_handle": ref.handle})
         session._lost(self._fresh_meta(self._now()))
-        return Outcome(None, send=True)
+        return SessionEnded(reason)
 
     @staticmethod
     def _outcome(session: Session, *, send: bool) -> Outcome:
-        return Outcome(session.id, send, session.expires_at, session.persistent)
+        return Outcome(session._id(), send, session._expires_at(), session._persistent())
 
     # -- the sessions of one user ------------------------------------------------
 
@@ -285,7 +320,7 @@ class Lifecycle:
         Returns the handles of the sessions ended.
         """
         user = self.user(principal)
-        keep = except_current.handle if isinstance(except_current, Session) else except_current
+        keep = except_current._handle() if isinstance(except_current, Session) else except_current
         if keep is not None and not is_handle(keep):
             raise ValueError("except_current must be a Session or a session handle")
         if reason is None:

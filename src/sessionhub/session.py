@@ -74,6 +74,7 @@ class Session(MutableMapping[str, JSON]):
         "_removed",
         "_rotate",
         "_stored",
+        "_superseded",
         "_values",
         "accessed",
     )
@@ -94,6 +95,11 @@ class Session(MutableMapping[str, JSON]):
     _deadline_change: int | None
     _rotate: bool
     _doomed: SessionRef | None
+    # The id the request came with, when another request had just rotated the
+    # session away from it: this session starts empty (that id may not open
+    # the rotated one), a write to it is refused rather than given a new id
+    # that would replace the client's new one, and a logout follows the id.
+    _superseded: SessionRef | None
     # The record as stored, when this process knows it exactly (after a load,
     # a create or an unmerged commit): a commit can then send the record it
     # leaves, which the store keeps as it is unless someone wrote meanwhile.
@@ -102,6 +108,7 @@ class Session(MutableMapping[str, JSON]):
     def __init__(self, codec: Codec, meta: Meta, ref: SessionRef | None = None) -> None:
         self._codec = codec
         self._forget(ref, meta)
+        self._superseded = None
         self._refreshed = False
         self._on_change: Callable[[], None] | None = None
         self._pending_flush: Any = None  # the asyncio task of an immediate flush
@@ -209,67 +216,78 @@ class Session(MutableMapping[str, JSON]):
 
     def __repr__(self) -> str:
         # Never the id: reprs end up in logs and tracebacks.
-        return f"<Session handle={self.handle!r} attributes={len(self._values)}>"
+        return f"<Session handle={self._handle()!r} attributes={len(self._values)}>"
 
     # -- metadata -------------------------------------------------------------
+    #
+    # Reading any of these counts as a look at the session, as reading a key
+    # does: a response that shows who is logged in depends on the cookie
+    # (`Vary`). sessionhub's own code reads the private forms below instead.
 
     @property
     def id(self) -> str | None:
         """The id the client holds; None until the session is first stored."""
+        self.accessed = True
         return self._ref.id if self._ref else None
 
     @property
     def handle(self) -> str | None:
         """The store's name for this session: safe to log and to show operators."""
+        self.accessed = True
         return self._ref.handle if self._ref else None
 
     @property
     def is_new(self) -> bool:
+        self.accessed = True
         return self._ref is None
 
     @property
     def created_at(self) -> float:
+        self.accessed = True
         return self._meta.created / 1000
 
     @property
     def accessed_at(self) -> float:
+        self.accessed = True
         return self._meta.accessed / 1000
 
     @property
     def idle_timeout(self) -> float:
+        self.accessed = True
         return (self._idle_change or self._meta.idle) / 1000
 
     @property
     def deadline(self) -> float:
         """The absolute deadline (seconds since the epoch)."""
+        self.accessed = True
         return (self._deadline_change or self._meta.deadline) / 1000
 
     @property
     def expires_at(self) -> float:
         """When the session ends if not used again (seconds since the epoch)."""
-        idle = self._idle_change or self._meta.idle
-        deadline = self._deadline_change or self._meta.deadline
-        return min(self._meta.accessed + idle, deadline) / 1000
+        self.accessed = True
+        return self._expires_at()
 
     @property
     def version(self) -> int:
+        self.accessed = True
         return self._meta.version
 
     @property
     def principal(self) -> str | None:
-        raw = self._meta_value(PRINCIPAL)
-        return None if raw is None else str(loads(raw))
+        self.accessed = True
+        return self._principal()
 
     @property
     def authenticated_at(self) -> float | None:
-        raw = self._meta_value(AUTH_TIME)
-        return None if raw is None else int(raw) / 1000
+        self.accessed = True
+        return self._authenticated_at()
 
     @property
     def client_info(self) -> dict[str, Any]:
         """What the application chose to record about the client (user agent, IP...)."""
-        raw = self._meta_value(CLIENT_INFO)
-        return {} if raw is None else dict(loads(raw))
+        self.accessed = True
+        return self._client_info()
 
     @client_info.setter
     def client_info(self, info: dict[str, Any]) -> None:
@@ -278,13 +296,14 @@ class Session(MutableMapping[str, JSON]):
     @property
     def binding(self) -> str:
         """A random token fixed for the session's life, which codecs may bind values to."""
-        raw = self._meta_value(BINDING)
-        return "" if raw is None else raw.decode("ascii")
+        self.accessed = True
+        return self._binding()
 
     @property
     def persistent(self) -> bool:
         """Whether the client should keep the id beyond the browser session ("remember me")."""
-        return self._meta_value(_REMEMBER) is not None
+        self.accessed = True
+        return self._persistent()
 
     @property
     def modified(self) -> bool:
@@ -309,9 +328,18 @@ class Session(MutableMapping[str, JSON]):
         self._changed()
 
     def login(self, principal: str, *, now: float) -> None:
-        """Bind the session to `principal` and rotate its id (fixation protection)."""
+        """Bind the session to `principal` and rotate its id (fixation protection).
+
+        An anonymous session, or one of the same principal, keeps its data (a
+        cart survives signing in). A session of another principal is ended
+        and `principal` starts with an empty one: one user never sees what
+        another left in the session (Django's `login()` does the same).
+        """
         if not isinstance(principal, str) or not principal:
             raise ValueError("principal must be a non-empty string")
+        stored = self._meta_fields.get(PRINCIPAL)
+        if stored is not None and loads(stored) != principal:
+            self.invalidate()
         self._set_meta(PRINCIPAL, dumps(principal))
         self._set_meta(AUTH_TIME, b"%d" % int(now * 1000))
         self.rotate()
@@ -322,10 +350,11 @@ class Session(MutableMapping[str, JSON]):
         Writing to the session afterwards starts a new one, with a new id.
         """
         self.accessed = True
-        doomed = self._doomed or self._ref
+        doomed = self._doomed or self._ref or self._superseded
         self._forget(self._ref, self._meta)
         self._ref = None
         self._doomed = doomed
+        self._superseded = None
         self._changed()
 
     def remember(self, idle: float, absolute: float | None = None) -> None:
@@ -343,6 +372,36 @@ class Session(MutableMapping[str, JSON]):
         self._set_meta(_REMEMBER, b"1")
 
     # -- for the manager ----------------------------------------------------------
+
+    def _id(self) -> str | None:
+        return self._ref.id if self._ref else None
+
+    def _handle(self) -> str | None:
+        return self._ref.handle if self._ref else None
+
+    def _principal(self) -> str | None:
+        raw = self._meta_value(PRINCIPAL)
+        return None if raw is None else str(loads(raw))
+
+    def _authenticated_at(self) -> float | None:
+        raw = self._meta_value(AUTH_TIME)
+        return None if raw is None else int(raw) / 1000
+
+    def _client_info(self) -> dict[str, Any]:
+        raw = self._meta_value(CLIENT_INFO)
+        return {} if raw is None else dict(loads(raw))
+
+    def _binding(self) -> str:
+        raw = self._meta_value(BINDING)
+        return "" if raw is None else raw.decode("ascii")
+
+    def _persistent(self) -> bool:
+        return self._meta_value(_REMEMBER) is not None
+
+    def _expires_at(self) -> float:
+        idle = self._idle_change or self._meta.idle
+        deadline = self._deadline_change or self._meta.deadline
+        return min(self._meta.accessed + idle, deadline) / 1000
 
     def _meta_value(self, name: bytes) -> bytes | None:
         if name in self._meta_changes:
@@ -381,7 +440,7 @@ class Session(MutableMapping[str, JSON]):
         return to_json(self._values[name], name)
 
     def _seal(self, name: str, plaintext: bytes) -> bytes:
-        return self._codec.seal(plaintext, name, self.binding)
+        return self._codec.seal(plaintext, name, self._binding())
 
     def _delta(self) -> Delta | None:
         """The changes since load or the last commit; None when there are none."""

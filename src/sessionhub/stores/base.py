@@ -6,14 +6,16 @@ operations; a store carries each out and returns its result:
 ================  ===============================================  ======================
 operation         effect                                           result
 ================  ===============================================  ======================
-`Read`            return the record, refreshing its idle expiry    `Record` or None
-                  when `refresh_share` of it has passed
+`Read`            return the record, refreshing its idle expiry    `Record`, None, or
+                  when `refresh_share` of it has passed            `FORWARDED`
 `Create`          store a new record, unless the handle exists     True if stored, or
                                                                    `LIMIT_REACHED`
-`Apply`           merge a `Delta` into an existing record          new `Meta`, or None if
-                  (or store `expected` if nobody wrote since)      the session is gone
-`Rotate`          like `Apply`, then move the record to a new      new `Meta`, None, or
-                  handle                                           `LIMIT_REACHED`
+`Apply`           merge a `Delta` into an existing record          new `Meta`, `Followed`,
+                  (or store `expected` if nobody wrote since)      or None if the session
+                                                                   is gone
+`Rotate`          like `Apply`, then move the record to a new      new `Meta`, None,
+                  handle                                           `LIMIT_REACHED` or
+                                                                   `PRINCIPAL_CHANGED`
 `Delete`          remove the record                                True if it existed
 `ListSessions`    the live sessions of one principal               list of `SessionInfo`
 `EndSessions`     delete all sessions of a principal but `keep`    handles ended
@@ -21,6 +23,19 @@ operation         effect                                           result
 `HoldLease`       take or renew a named lease for `token`          True if held
 `ReleaseLease`    give the lease up if `token` holds it            None
 ================  ===============================================  ======================
+
+**Forwards.** A `Rotate` leaves a *forward* at the old handle for
+`FORWARD_WINDOW` ms: the requests that loaded the session before the rotation
+(a page's other requests, racing a login) commit to the old handle, and their
+changes must land in the rotated session. `Apply`, `Rotate` and `Delete`
+follow forwards (a chain of them, if the session was rotated again); `Apply`
+then answers `Followed`, so that the request is not told to change its id.
+`Read` never follows one: nobody may open a session through an id it was
+rotated away from (that is what rotation on login is for); it answers
+`FORWARDED`, so that the request does not start a new session in its place.
+A `Rotate` that binds a principal (a login) and finds, at the end of a
+forward, a session bound to another principal changes nothing and answers
+`PRINCIPAL_CHANGED`: one user's login never inherits another's session.
 
 No operation may bring back a session that is gone: `Apply` and `Rotate` on a
 missing record change nothing and return None. Every operation must be safe to
@@ -57,15 +72,20 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 from ..events import Reason
-from ..record import Delta, Record
+from ..record import Delta, Meta, Record
 from ..users import SessionLimit, UserRef
 
 __all__ = [
+    "FORWARDED",
+    "FORWARD_WINDOW",
     "LIMIT_REACHED",
+    "PRINCIPAL_CHANGED",
     "AsyncStore",
     "Create",
     "Delete",
     "EndSessions",
+    "Followed",
+    "Forward",
     "HoldLease",
     "ListSessions",
     "Operation",
@@ -79,10 +99,36 @@ __all__ = [
 
 class Refusal(enum.Enum):
     LIMIT_REACHED = "limit reached"
+    PRINCIPAL_CHANGED = "principal changed"
 
 
 #: What `Create` and `Rotate` return when a session limit refuses the login.
 LIMIT_REACHED = Refusal.LIMIT_REACHED
+#: What `Rotate` returns for a login that found, at the end of a forward, a
+#: session another principal logged in to meanwhile.
+PRINCIPAL_CHANGED = Refusal.PRINCIPAL_CHANGED
+
+
+class Forward(enum.Enum):
+    FORWARDED = "forwarded"
+
+
+#: What `Read` returns for an id whose session was rotated away from it.
+FORWARDED = Forward.FORWARDED
+
+#: How long a rotated id forwards commits to the rotated session (ms): longer
+#: than a request that loaded the session before the rotation takes to commit.
+FORWARD_WINDOW = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """What `Apply` returns when it followed a forward: another request rotated
+    the session since it was read, and the changes landed in the rotated
+    session, whose `meta` this is (and whose id the committing request never
+    learns)."""
+
+    meta: Meta
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,11 +23,16 @@ from ..events import Event, EventType, Listeners, Reason, decode_principal
 from ..record import AUTH_TIME, CLIENT_INFO, PRINCIPAL, Delta, Meta, Record, apply
 from ..users import LimitPolicy, SessionInfo, SessionLimit, session_info
 from .base import (
+    FORWARD_WINDOW,
+    FORWARDED,
     LIMIT_REACHED,
+    PRINCIPAL_CHANGED,
     Apply,
     Create,
     Delete,
     EndSessions,
+    Followed,
+    Forward,
     HoldLease,
     ListSessions,
     Operation,
@@ -70,6 +75,8 @@ class MemoryStore:
         self.anonymous_events = anonymous_events
         self.listeners = Listeners()
         self._records: OrderedDict[str, Record] = OrderedDict()
+        # A rotated session's old handle -> (its new handle, until when, ms).
+        self._forwards: dict[str, tuple[str, int]] = {}
         self._users: dict[str, dict[str, int]] = {}  # principal -> handle -> login time
         self._tracked: dict[str, _Tracked] = {}
         self._schedule: list[tuple[int, str]] = []  # (expires, handle); stale entries skipped
@@ -96,18 +103,19 @@ class MemoryStore:
             case Create(handle, record, limit):
                 return self._create(handle, record, limit, events)
             case Apply(handle, delta, now):
-                found = self._live(handle, now)
+                target = self._follow(handle, now)
+                found = self._live(target, now)
                 if found is None:
                     return None
                 merged = apply(found, delta, now)
-                meta = self._put(handle, merged, now)
+                meta = self._put(target, merged, now)
                 if meta is not None:
-                    self._retrack(handle, merged)
-                return meta
+                    self._retrack(target, merged)
+                return Followed(meta) if meta is not None and target != handle else meta
             case Rotate(handle, new_handle, delta, now, limit):
                 return self._rotate(handle, new_handle, delta, now, limit, events)
             case Delete(handle, now, reason):
-                return self._end(handle, now, reason, events)
+                return self._end(self._follow(handle, now), now, reason, events)
             case ListSessions(user, now):
                 return self._list(user.principal, now)
             case EndSessions(user, now, reason, keep):
@@ -135,10 +143,28 @@ class MemoryStore:
         self._records.move_to_end(handle)
         return record
 
-    def _read(self, handle: str, now: int, share: float) -> Record | None:
+    def _follow(self, handle: str, now: int) -> str:
+        """Where the forwards from `handle` lead (`handle` itself if it has none)."""
+        while (forward := self._forwards.get(handle)) is not None:
+            if forward[1] <= now:
+                del self._forwards[handle]
+                break
+            handle = forward[0]
+        return handle
+
+    def _forward(self, handle: str, new_handle: str, now: int) -> None:
+        forwards = self._forwards
+        if len(forwards) >= self.max_sessions:
+            for old in [old for old, (_, until) in forwards.items() if until <= now]:
+                del forwards[old]
+            while len(forwards) >= self.max_sessions:
+                del forwards[next(iter(forwards))]  # the oldest
+        forwards[handle] = (new_handle, now + FORWARD_WINDOW)
+
+    def _read(self, handle: str, now: int, share: float) -> Record | Forward | None:
         record = self._live(handle, now)
         if record is None:
-            return None
+            return FORWARDED if self._follow(handle, now) != handle else None
         if refresh_due(record, now, share):
             meta = record.meta
             record.meta = Meta(meta.created, now, meta.idle, meta.deadline, meta.version)
@@ -171,12 +197,18 @@ class MemoryStore:
         limit: SessionLimit | None,
         events: list[Event],
     ) -> Any:
+        handle = self._follow(handle, now)
+        if handle == new_handle:  # a retry of this very rotation, which happened
+            moved = self._live(new_handle, now)
+            return moved.meta if moved else None
         found = self._live(handle, now)
         if found is None:
-            moved = self._live(new_handle, now)  # a retry after success
-            return moved.meta if moved else None
-        merged = apply(found, delta, now)
+            return None
         login = PRINCIPAL in delta.sets
+        bound = found.fields.get(PRINCIPAL)
+        if login and bound is not None and bound != delta.sets[PRINCIPAL]:
+            return PRINCIPAL_CHANGED
+        merged = apply(found, delta, now)
         principal = _principal(merged)
         if login and principal is not None and not self._fits(principal, limit, now, events):
             return LIMIT_REACHED
@@ -185,6 +217,7 @@ class MemoryStore:
         meta = self._put(new_handle, merged, now)
         if meta is None:
             return None
+        self._forward(handle, new_handle, now)
         self._track(new_handle, merged)
         kind = EventType.AUTHENTICATED if login else EventType.ROTATED
         self._report(events, kind, new_handle, merged, now, previous=handle)

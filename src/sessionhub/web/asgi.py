@@ -18,10 +18,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..config import Settings
-from ..errors import LoginRefused, StoreUnavailable
+from ..errors import StoreUnavailable
 from ..manager import AsyncSessionManager
 from ..session import Session
-from .flow import ANSWERED, PlainResponse, RequestCommits, SessionFlow, bind, merge_headers, unbind
+from .flow import (
+    ANSWERED,
+    RAISED_IN_VIEWS,
+    PlainResponse,
+    RequestCommits,
+    SessionFlow,
+    bind,
+    merge_headers,
+    unbind,
+)
 
 __all__ = ["SessionMiddleware"]
 
@@ -91,7 +100,7 @@ class SessionMiddleware:
         scope["session"] = session
         if scope["type"] == "websocket":
             # No committer: a new id could not reach the client.
-            bound = bind(session.id, None)
+            bound = bind(session._id(), None)
             try:
                 await self.app(scope, receive, send)
             finally:
@@ -122,13 +131,13 @@ class SessionMiddleware:
                 message = self._with_headers(message, ours)
             await send(message)
 
-        bound = bind(session.id, commits)
+        bound = bind(session._id(), commits)
         try:
             await self.app(scope, receive, send_with_session)
-        except LoginRefused as exc:  # from login_now, let through by the view
+        except RAISED_IN_VIEWS as exc:  # from login_now, let through by the view
             if started:
                 raise
-            await self._refuse(scope, send_with_session, flow.refused(exc))
+            await self._refuse(scope, send_with_session, flow.answer(exc))
         finally:
             unbind(bound)
 

@@ -122,9 +122,11 @@ class ClientBinding:
 
     def check(self, session: Session, seen: ClientSignals | None) -> bool:
         """Compare a loaded session's recorded signals with `seen`; True if it was ended."""
-        if seen is None or session.is_new:
+        # The session's own readers, not its public ones: a check is not the
+        # application looking at the session (that would add Vary).
+        if seen is None or session._ref is None:
             return False
-        principal = session.principal
+        principal = session._principal()
         bound = _bound(session)
         if principal is None or bound is None:
             return False  # anonymous, or logged in before binding was on
@@ -137,7 +139,8 @@ class ClientBinding:
         if not changed:
             return False
         action: Literal["alert", "end"] = "end" if self.action == "end" else "alert"
-        mismatch = Mismatch(str(session.handle), principal, tuple(changed), recorded, seen, action)
+        handle = str(session._handle())
+        mismatch = Mismatch(handle, principal, tuple(changed), recorded, seen, action)
         logger.warning(
             "session used from another client",
             extra={"session_handle": mismatch.handle, "changed": changed, "action": action},
@@ -154,9 +157,9 @@ class ClientBinding:
         has none) gets the current ones: the login is when the client proved
         who it is. Costs no round trip: it rides on the login's own write.
         """
-        if seen is None or session.principal is None:
+        if seen is None or session._principal() is None:
             return
-        authenticated = session.authenticated_at
+        authenticated = session._authenticated_at()
         at = None if authenticated is None else round(authenticated * 1000)
         bound = _bound(session)
         if bound is not None and bound.get("at") == at:
@@ -181,7 +184,7 @@ class ClientBinding:
 
 def _client_info(session: Session) -> dict[str, Any]:
     try:
-        return session.client_info
+        return session._client_info()
     except (CodecError, TypeError, ValueError):
         return {}  # unreadable: treated as never recorded
 

@@ -50,6 +50,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
+from django.contrib.sessions.exceptions import SessionInterrupted
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
@@ -58,7 +59,7 @@ from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
 
 from ..config import Settings
-from ..errors import LoginRefused, StoreUnavailable
+from ..errors import LoginRefused, SessionEnded, StoreUnavailable
 from ..expiry import ExpiryWorker
 from ..manager import AsyncSessionManager, Outcome, SessionManager
 from ..policy import Timeouts
@@ -195,7 +196,7 @@ class SessionStore(SessionBase):
 
     def _loaded(self, session: Session) -> Session:
         runtime().flow.binding.check(session, self.seen)
-        if session.is_new:
+        if session._ref is None:
             self._session_key = None  # unknown or expired: never adopted
         return session
 
@@ -233,23 +234,23 @@ class SessionStore(SessionBase):
 
     def save(self, must_create: bool = False) -> None:
         session = self._session
-        stored = self._before_commit(session)
-        with _forgetting_a_refused_login(session):
+        self._before_commit(session)
+        with _committing(session, update_error=True):
             outcome = runtime().manager.commit(session)
-        self._settle(session, stored, outcome, raise_if_gone=True)
+        self._settle(session, outcome)
 
     async def asave(self, must_create: bool = False) -> None:
         session = await self._aget_session()
-        stored = self._before_commit(session)
-        with _forgetting_a_refused_login(session):
+        self._before_commit(session)
+        with _committing(session, update_error=True):
             outcome = await runtime().async_manager().commit(session)
-        self._settle(session, stored, outcome, raise_if_gone=True)
+        self._settle(session, outcome)
 
     def delete(self, session_key: str | None = None) -> None:
         if session_key is None or session_key == self.session_key:
             session = self._session
             session.invalidate()
-            self._settle(session, False, runtime().manager.commit(session))
+            self._settle(session, runtime().manager.commit(session))
             return
         other = runtime().manager.load(session_key)
         other.invalidate()
@@ -260,7 +261,7 @@ class SessionStore(SessionBase):
         if session_key is None or session_key == self.session_key:
             session = await self._aget_session()
             session.invalidate()
-            self._settle(session, False, await manager.commit(session))
+            self._settle(session, await manager.commit(session))
             return
         other = await manager.load(session_key)
         other.invalidate()
@@ -270,15 +271,17 @@ class SessionStore(SessionBase):
         """A new key for the same data; the old key stops working now."""
         session = self._session
         session.rotate()
-        if session.id is not None:
-            self.save()
+        if session._ref is not None:
+            with _interrupting():
+                self.save()
         self.modified = True
 
     async def acycle_key(self) -> None:
         session = await self._aget_session()
         session.rotate()
-        if session.id is not None:
-            await self.asave()
+        if session._ref is not None:
+            with _interrupting():
+                await self.asave()
         self.modified = True
 
     def flush(self) -> None:
@@ -300,26 +303,20 @@ class SessionStore(SessionBase):
 
     # -- around a commit: written once for both ------------------------------------
 
-    def _before_commit(self, session: Session) -> bool:
-        """Carry Django's expiry and login over to the session; whether it is stored now."""
+    def _before_commit(self, session: Session) -> None:
+        """Carry Django's expiry and login over to the session."""
         if self._expiry_set:
             self._expiry_set = False
             _apply_expiry(session, session.get(_EXPIRY))
         principal = session.get(SESSION_KEY)
-        if isinstance(principal, str) and principal and principal != session.principal:
+        if isinstance(principal, str) and principal and principal != session._principal():
             session.login(principal, now=runtime().manager.lifecycle.clock())
         runtime().flow.binding.record(session, self.seen)
-        return session.id is not None
 
-    def _settle(
-        self, session: Session, was_stored: bool, outcome: Outcome, *, raise_if_gone: bool = False
-    ) -> None:
-        self._session_key = session.id
+    def _settle(self, session: Session, outcome: Outcome) -> None:
+        self._session_key = session._id()
         if outcome.send:
             self._told = outcome
-        if raise_if_gone and was_stored and outcome.send and outcome.id is None:
-            # Ended by another request meanwhile (a logout): Django's contract.
-            raise UpdateError
 
     def _outcome_for_response(self, session: Session, status: int) -> Outcome | None:
         """Commit `session` (unless the flow skips it), and what the response must
@@ -327,25 +324,45 @@ class SessionStore(SessionBase):
         # Asked before `_before_commit`, which changes nothing of a new session
         # that nobody changed (no expiry set, no login).
         if runtime().flow.needs_commit(session, status):
-            stored = self._before_commit(session)
-            with _forgetting_a_refused_login(session):
+            self._before_commit(session)
+            with _interrupting(), _committing(session):
                 outcome = runtime().manager.commit(session)
-            self._settle(session, stored, outcome)
+            self._settle(session, outcome)
         told, self._told = self._told, None
         return told
 
 
 @contextmanager
-def _forgetting_a_refused_login(session: Session) -> Iterator[None]:
-    """On `LoginRefused`, take contrib.auth's keys out of a session whose login was
-    refused: Django must not see a user the store never logged in."""
+def _committing(session: Session, *, update_error: bool = False) -> Iterator[None]:
+    """Around a commit, Django's way: on `LoginRefused`, contrib.auth's keys are
+    taken out of the session whose login was refused (Django must not see a
+    user the store never logged in); with `update_error`, a `SessionEnded` is
+    Django's `UpdateError` (what ``save()`` raises for a session deleted meanwhile)."""
     try:
         yield
     except LoginRefused:
-        if session.get(SESSION_KEY) not in (None, session.principal):
+        if session.get(SESSION_KEY) not in (None, session._principal()):
             for key in (SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY):
                 session.pop(key, None)
         raise
+    except SessionEnded as exc:
+        if update_error:
+            raise UpdateError from exc
+        raise
+
+
+@contextmanager
+def _interrupting() -> Iterator[None]:
+    """A session ended under the request is answered as Django's own middleware
+    answers it: `SessionInterrupted`, a 400 (no Set-Cookie: the ending request
+    tells the client)."""
+    try:
+        yield
+    except (SessionEnded, UpdateError) as exc:
+        raise SessionInterrupted(
+            "The request's session was deleted before the request completed. The user "
+            "may have logged out in a concurrent request, for example."
+        ) from exc
 
 
 def _apply_expiry(session: Session, expiry: Any) -> None:
@@ -460,11 +477,13 @@ class _StoreCommits:
 
     def commit(self, session: Session) -> None:
         self._check(session)
-        self.store.save()
+        with _interrupting():
+            self.store.save()
 
     async def acommit(self, session: Session) -> None:
         self._check(session)
-        await self.store.asave()
+        with _interrupting():
+            await self.store.asave()
 
     def _check(self, session: Session) -> None:
         if session is not self.store.__dict__.get("_session_cache"):

@@ -15,8 +15,9 @@ Flask's own ``SESSION_COOKIE_*`` keys and ``secret_key`` are not used.
 The work is done by the WSGI middleware (`sessionhub.web.wsgi`), which wraps
 ``app.wsgi_app``; the session interface only hands its session to Flask.
 ``session.permanent = True`` keeps the session for
-``PERMANENT_SESSION_LIFETIME`` ("remember me"). A `LoginRefused` a view lets
-through (from ``sessionhub.auth.login_now``) is answered with the flow's 409.
+``PERMANENT_SESSION_LIFETIME`` ("remember me"). A `LoginRefused` or a
+`SessionEnded` a view lets through (from ``sessionhub.auth.login_now``) is
+answered with the flow's 409.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from flask import Flask, Request, Response
 from flask.sessions import NullSession, SessionInterface, SessionMixin
 
 from ..config import Settings, nest
-from ..errors import LoginRefused
+from ..errors import LoginRefused, SessionEnded
 from ..session import Session
 from .flow import SessionFlow
 from .wsgi import ENVIRON_KEY, SessionMiddleware
@@ -52,7 +53,7 @@ class FlaskSession(SessionMixin):
 
     def __init__(self, session: Session, app: PermanentLifetime) -> None:
         self.sessionhub_session = session
-        self.new = session.is_new
+        self.new = session._ref is None
         self._app = app  # asked for PERMANENT_SESSION_LIFETIME when the session is made permanent
 
     def __getitem__(self, name: str) -> Any:
@@ -157,15 +158,18 @@ class SessionHub:
         middleware = SessionMiddleware(app.wsgi_app, settings=settings)
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = SessionHubInterface()
-        app.register_error_handler(LoginRefused, _answering_refusals(middleware.flow))
+        answer = _answering(middleware.flow)
+        app.register_error_handler(LoginRefused, answer)
+        app.register_error_handler(SessionEnded, answer)
         app.extensions["sessionhub"] = middleware
 
 
-def _answering_refusals(flow: SessionFlow) -> Callable[[LoginRefused], Response]:
-    """Flask's handler of a refused login: the flow's 409 (else Flask would answer 500)."""
+def _answering(flow: SessionFlow) -> Callable[[LoginRefused | SessionEnded], Response]:
+    """Flask's handler of a refused login or an ended session that a view let
+    through (from ``login_now``): the flow's 409 (else Flask would answer 500)."""
 
-    def answer(exc: LoginRefused) -> Response:
-        refusal = flow.refused(exc)
-        return Response(refusal.body, refusal.status, refusal.headers)
+    def answer(exc: LoginRefused | SessionEnded) -> Response:
+        answered = flow.answer(exc)
+        return Response(answered.body, answered.status, answered.headers)
 
     return answer

@@ -8,7 +8,7 @@ Each integration (ASGI, WSGI, Flask, Quart, Django) runs the same steps:
    ``flow.binding.check(session, seen)``, where ``seen =
    flow.binding.observe(headers, peer)`` (client binding, off by default);
 3. the application runs with the session where its framework expects it,
-   between ``bound = bind(session.id, commits)`` and ``unbind(bound)``, with
+   between ``bound = bind(session_id, commits)`` and ``unbind(bound)``, with
    ``commits = RequestCommits(session, manager)``: the id is then
    `sessionhub.propagation.current_session_id()`, and `sessionhub.auth.login_now`
    can commit a login while the view runs;
@@ -20,10 +20,13 @@ Each integration (ASGI, WSGI, Flask, Quart, Django) runs the same steps:
 The errors in `ANSWERED` are answered with ``flow.answer(exc)`` instead of the
 application's response: a `StoreUnavailable` (step 2 or 4) with a short
 plain-text 503 with Retry-After, a `LoginRefused` (a session limit refusing a
-login, step 4) with a 409; nothing of the request is saved. A `LoginRefused`
-the application lets escape (from ``login_now``) is a 409 as well, answered as
-if the application had returned it. Sync and async integrations differ only in
-the manager they call (`SessionManager` or `AsyncSessionManager`).
+login, step 4) with a 409, a `SessionEnded` (the session ended, or was signed
+in again, by another request while this one ran, step 4) with a 409 that
+leaves the client's cookie alone; nothing of the request is saved. Those of
+`RAISED_IN_VIEWS` that the application lets escape (from ``login_now``) are
+answered the same, as if the application had returned the answer. Sync and
+async integrations differ only in the manager they call (`SessionManager` or
+`AsyncSessionManager`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Protocol
 
-from ..errors import LoginRefused, StoreUnavailable
+from ..errors import LoginRefused, SessionEnded, StoreUnavailable
 from ..manager import AsyncSessionManager, Outcome, SessionManager
 from ..propagation import RequestToken, bind_request, current_committer_or_none, unbind_request
 from ..session import Session
@@ -43,6 +46,7 @@ from .resolvers import CookieResolver, HeaderSource, IdResolver, Presented
 
 __all__ = [
     "ANSWERED",
+    "RAISED_IN_VIEWS",
     "Bound",
     "Committer",
     "PlainResponse",
@@ -58,7 +62,9 @@ __all__ = [
 Headers = list[tuple[str, str]]
 
 #: The errors the flow answers itself, in place of the application's response.
-ANSWERED = (StoreUnavailable, LoginRefused)
+ANSWERED = (StoreUnavailable, LoginRefused, SessionEnded)
+#: Those a view may meet (committing at once with ``login_now``) and let escape.
+RAISED_IN_VIEWS = (LoginRefused, SessionEnded)
 
 
 class Committer(Protocol):
@@ -202,7 +208,7 @@ class SessionFlow:
         """Whether the response commits `session`: if `should_commit`, and unless
         the session is new and unchanged -- its commit would store nothing and
         tell nothing (what an earlier commit has to tell is `RequestCommits.news`)."""
-        return SessionFlow.should_commit(status) and (not session.is_new or session.modified)
+        return SessionFlow.should_commit(status) and (session._ref is not None or session.modified)
 
     def response_headers(
         self, presented: Presented | None, session: Session, outcome: Outcome | None
@@ -229,10 +235,12 @@ class SessionFlow:
         without a Vary of its own, it is then appended as it is, no merge needed."""
         return len(ours) == 1 and ours[0] is self.vary
 
-    def answer(self, exc: StoreUnavailable | LoginRefused) -> PlainResponse:
+    def answer(self, exc: StoreUnavailable | LoginRefused | SessionEnded) -> PlainResponse:
         """The answer to one of the `ANSWERED` errors."""
         if isinstance(exc, LoginRefused):
             return self.refused(exc)
+        if isinstance(exc, SessionEnded):
+            return self.ended(exc)
         return self.unavailable(exc)
 
     def unavailable(self, exc: StoreUnavailable) -> PlainResponse:
@@ -250,6 +258,13 @@ class SessionFlow:
             "the most allowed; sign out of one of them first"
         )
         return _plain(409, reason)
+
+    @staticmethod
+    def ended(exc: SessionEnded) -> PlainResponse:
+        """The answer when the session ended (or was signed in again) under the
+        request: a short 409. No Set-Cookie: the request that ended or rotated
+        the session tells the client; this one must not undo that."""
+        return _plain(409, exc.reason)
 
 
 def _plain(status: int, reason: str, extra: Headers | None = None) -> PlainResponse:

@@ -9,8 +9,9 @@
 
 Settings come from ``app.config`` keys ``SESSIONHUB_*``, as for Flask. The work
 is done by the ASGI middleware, which wraps ``app.asgi_app``; the session
-interface only hands its session to Quart. A `LoginRefused` a view lets through
-(from ``sessionhub.auth.alogin_now``) is answered with the flow's 409.
+interface only hands its session to Quart. A `LoginRefused` or a `SessionEnded`
+a view lets through (from ``sessionhub.auth.alogin_now``) is answered with the
+flow's 409.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..config import Settings, nest
-from ..errors import LoginRefused
+from ..errors import LoginRefused, SessionEnded
 from ..session import Session
 from .asgi import SessionMiddleware
 from .flask import FlaskSession, _NoSession
@@ -65,10 +66,11 @@ class SessionHub:
         app.session_interface = QuartSessionInterface()  # type: ignore[assignment]
         flow = middleware.flow
 
-        async def answer_refusal(exc: LoginRefused) -> Response:
+        async def answer(exc: LoginRefused | SessionEnded) -> Response:
             # Quart would answer 500; the flow's 409 says why.
-            refusal = flow.refused(exc)
-            return Response(refusal.body, refusal.status, Headers(refusal.headers))
+            answered = flow.answer(exc)
+            return Response(answered.body, answered.status, Headers(answered.headers))
 
-        app.register_error_handler(LoginRefused, answer_refusal)
+        app.register_error_handler(LoginRefused, answer)
+        app.register_error_handler(SessionEnded, answer)
         app.extensions["sessionhub"] = middleware

@@ -14,11 +14,12 @@ from types import TracebackType
 from typing import Any
 
 from ..config import Settings
-from ..errors import LoginRefused, StoreUnavailable
+from ..errors import StoreUnavailable
 from ..manager import SessionManager
 from ..session import Session
 from .flow import (
     ANSWERED,
+    RAISED_IN_VIEWS,
     PlainResponse,
     RequestCommits,
     SessionFlow,
@@ -109,13 +110,13 @@ class SessionMiddleware:
                 merged = merge_headers(headers, ours)
             return start_response(status, merged, exc_info)
 
-        bound = bind(session.id, commits)
+        bound = bind(session._id(), commits)
         try:
             body = self.app(environ, start_with_session)
-        except LoginRefused as exc:  # from login_now, let through by the view
+        except RAISED_IN_VIEWS as exc:  # from login_now, let through by the view
             if ours is not None or refused:
                 raise
-            body = _send(flow.refused(exc), start_with_session)
+            body = _send(flow.answer(exc), start_with_session)
         finally:
             unbind(bound)
         if refused:

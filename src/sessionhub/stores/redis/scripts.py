@@ -15,6 +15,8 @@ import hashlib
 from dataclasses import dataclass
 from importlib.resources import files
 
+from ..base import FORWARD_WINDOW
+
 __all__ = [
     "APPLY",
     "CREATE",
@@ -37,10 +39,14 @@ class Script:
     sha: str
 
 
+# The constants the scripts share with the Python side, defined there.
+_CONSTANTS = f"local FORWARD_WINDOW = {FORWARD_WINDOW}\n"
+
+
 def _load(name: str, libraries: tuple[str, ...] = ("record", "track")) -> Script:
     folder = files(__package__) / "lua"
     parts = [(folder / f"{part}.lua").read_text() for part in (*libraries, name)]
-    source = "\n".join(parts)
+    source = _CONSTANTS + "\n".join(parts)
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
 
 

@@ -2,7 +2,9 @@
 
 Key layout (`ns` is the namespace, "sh" unless set; `tag` a shard's hash tag)::
 
-    {ns}:s:{tag}<digest>   one session record (a string), native TTL
+    {ns}:s:{tag}<digest>   one session record (a string), native TTL; after a
+                           rotation, "!>" and the new handle for a minute (a
+                           forward, see `sessionhub.stores.base`)
     {ns}:u:{tag}<user>     a user's index: zset digest -> login time; TTL = its
                            longest-lived session's
     {ns}:x:{tag}           the shard's expiry schedule: zset member -> expiry
@@ -61,11 +63,15 @@ from ...record import (
 )
 from ...users import SessionInfo, SessionLimit, UserRef, session_info
 from ..base import (
+    FORWARDED,
     LIMIT_REACHED,
+    PRINCIPAL_CHANGED,
     Apply,
     Create,
     Delete,
     EndSessions,
+    Followed,
+    Forward,
     HoldLease,
     ListSessions,
     Operation,
@@ -147,12 +153,29 @@ Calls = Generator[Call | Pause, Any, Any]
 #: How many times a login's move across slots copies the session again when
 #: another request changed it meanwhile, before it gives up.
 _MOVE_ATTEMPTS = 3
+#: The most forwards a write follows (the session rotated again and again while
+#: one request held it); beyond them, the session counts as gone.
+_HOPS = 8
+
+_FORWARD = b"!>"
 
 
-def _live(blob: bytes | None) -> bytes | None:
-    # A key holds "!..." for a short while after its session was ended young,
-    # or moved to another slot (see track.lua): no session.
-    return None if blob is None or blob[:1] == b"!" else blob
+def _found(raw: bytes | None) -> bytes | Forward | None:
+    """What a record key holds: a record, a forward, or no session.
+
+    A key holds "!" for a short while after its session was ended young, and
+    "!>" and a handle after a rotation moved its session (see track.lua).
+    """
+    if raw is None or raw[:1] != b"!":
+        return raw
+    return FORWARDED if raw[:2] == _FORWARD else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rotated:
+    """A step found the session rotated away by someone else, to `handle`."""
+
+    handle: str
 
 
 def _meta(reply: list[bytes] | None) -> Meta | None:
@@ -295,17 +318,14 @@ class RedisCommands:
                 status = yield from self._create(handle, record, meta.created, ttl, limit)
                 return LIMIT_REACHED if status < 0 else status == 1
             case Apply(handle, delta, now, expected):
-                args = (*_delta_head(delta, now), *_expected_args(expected, now), self._settings[1])
-                reply = yield Call((1, self.key(handle), *args, *_delta_changes(delta)), APPLY)
-                return expected.meta if reply == 1 and expected else _meta(reply)
+                return (yield from self._apply(handle, delta, now, expected))
             case Rotate(handle, new_handle, delta, now, limit):
-                if self.cluster and SLOT_TAGS[handle[0]] != SLOT_TAGS[new_handle[0]]:
-                    return (yield from self._move(handle, new_handle, delta, now, limit))
-                keys = (self.key(handle), self.key(new_handle))
-                args = (*_delta_head(delta, now), handle, new_handle, *self._settings)
-                args += (*_limit_args(limit), *_delta_changes(delta))
-                status, meta, _ = yield from self._script(ROTATE, keys, args)
-                return LIMIT_REACHED if status < 0 else _meta(meta or None)
+                for _ in range(_HOPS):
+                    result = yield from self._rotate(handle, new_handle, delta, now, limit)
+                    if not isinstance(result, _Rotated):
+                        return result
+                    handle = result.handle
+                return None
             case Delete(handle, now, reason):
                 return (yield from self._delete(handle, now, reason.value)) == 1
             case ListSessions(user, now):
@@ -335,24 +355,62 @@ class RedisCommands:
         key = self.key(handle)
         cache = self.cache
         if cache is None:
-            blob = _live((yield Call(("GET", key))))
+            raw = yield Call(("GET", key))
         else:
-            blob = cache.get(key) if lookup else None
-            if blob is None:
+            raw = cache.get(key) if lookup else None
+            if raw is None:
                 epoch = cache.epoch
-                blob = _live((yield Call(("GET", key))))
-                cache.put(key, blob, epoch)
-        if blob is None:
-            return None
-        record = parse_record(blob)
+                raw = yield Call(("GET", key))
+                cache.put(key, raw, epoch)
+        found = _found(raw)
+        if not isinstance(found, bytes):
+            return found
+        record = parse_record(found)
         if record.meta.expires <= now:
             return None  # Redis drops the key any moment; the sweep reports it
         if refresh_due(record, now, share):
             if cache is not None:
                 cache.drop((key,))  # the script rewrites it
-            blob = yield Call((1, key, now, share), READ)
-            return None if blob is None else parse_record(blob)
+            found = _found((yield Call((1, key, now, share), READ)))
+            return parse_record(found) if isinstance(found, bytes) else found
         return record
+
+    def _apply(self, handle: str, delta: Delta, now: int, expected: Record | None) -> Calls:
+        """Commit `delta`, following the session's forwards if it was rotated meanwhile."""
+        head, changes, anonymous = _delta_head(delta, now), _delta_changes(delta), self._settings[1]
+        for hop in range(_HOPS):
+            args = (*head, *_expected_args(expected, now), anonymous)
+            reply = yield Call((1, self.key(handle), *args, *changes), APPLY)
+            if not isinstance(reply, bytes):
+                meta = expected.meta if reply == 1 and expected else _meta(reply)
+                return Followed(meta) if hop and meta is not None else meta
+            # Rotated since it was read: merge into the rotated session (the
+            # version read is another record's, so `expected` cannot stand).
+            handle, expected = reply.decode(), None
+            self._forget_cached(handle)
+        return None
+
+    def _rotate(
+        self, handle: str, new_handle: str, delta: Delta, now: int, limit: SessionLimit | None
+    ) -> Calls:
+        """One attempt at a rotation from `handle`: its result, or `_Rotated`."""
+        if self.cluster and SLOT_TAGS[handle[0]] != SLOT_TAGS[new_handle[0]]:
+            return (yield from self._move(handle, new_handle, delta, now, limit))
+        keys = (self.key(handle), self.key(new_handle))
+        args = (*_delta_head(delta, now), handle, new_handle, *self._settings)
+        args += (*_limit_args(limit), *_delta_changes(delta))
+        status, result, _ = yield from self._script(ROTATE, keys, args)
+        if status == 2:
+            self._forget_cached(result.decode())
+            return _Rotated(result.decode())
+        if status < 0:
+            return LIMIT_REACHED if status == -1 else PRINCIPAL_CHANGED
+        return _meta(result or None)
+
+    def _forget_cached(self, handle: str) -> None:
+        """A write follows a forward to `handle`: no cached read of it may outlive it."""
+        if self.cache is not None:
+            self.cache.drop((self.key(handle),))
 
     def _put_new(self, handle: str, record: Record, ttl: int) -> Calls:
         """Store a record no book keeps (an anonymous session): True if stored."""
@@ -386,9 +444,15 @@ class RedisCommands:
         return status
 
     def _delete(self, handle: str, now: int, reason: str) -> Calls:
-        args = (handle, now, reason, *self._settings)
-        status, _, _ = yield from self._script(DELETE, (self.key(handle),), args)
-        return status
+        """End the session, following its forwards: 1 if it ended, 0 if already gone."""
+        for _ in range(_HOPS):
+            args = (handle, now, reason, *self._settings)
+            status, target, _ = yield from self._script(DELETE, (self.key(handle),), args)
+            if status != 2:
+                return status
+            handle = target.decode()
+            self._forget_cached(handle)
+        return 0
 
     def _move(
         self, handle: str, new_handle: str, delta: Delta, now: int, limit: SessionLimit | None
@@ -402,17 +466,23 @@ class RedisCommands:
         again from the record as it is now. A logout (or any end) in between:
         the copy goes too, and the session is gone.
         """
-        blob = _live((yield Call(("GET", self.key(handle)))))
-        if blob is None:
+        raw = yield Call(("GET", self.key(handle)))
+        if _found(raw) is FORWARDED and raw[2:].decode() != new_handle:
+            return _Rotated(raw[2:].decode())
+        blob = _found(raw)
+        if not isinstance(blob, bytes):
             # A retry of a move that happened?
-            moved = _live((yield Call(("GET", self.key(new_handle)))))
-            return None if moved is None else parse_record(moved).meta
-        login = PRINCIPAL in delta.sets
+            moved = _found((yield Call(("GET", self.key(new_handle)))))
+            return parse_record(moved).meta if isinstance(moved, bytes) else None
+        login = delta.sets.get(PRINCIPAL)
         event = EventType.AUTHENTICATED if login else EventType.ROTATED
         limit = limit if login else None
         try:
             for _ in range(_MOVE_ATTEMPTS):
                 copied = parse_record(blob)
+                bound = copied.fields.get(PRINCIPAL)
+                if login is not None and bound is not None and bound != login:
+                    return PRINCIPAL_CHANGED
                 record = apply(copied, delta, now)
                 ttl = record.meta.expires - now
                 if ttl <= 0:
@@ -432,6 +502,8 @@ class RedisCommands:
                 yield from self._delete(new_handle, now, "")  # the copy is out of date
                 if status == 0:
                     return None  # ended meanwhile
+                if status == 3:
+                    return _Rotated(current.decode())  # another request moved it first
                 blob = current
         except redis_errors.RedisError:
             # The request fails and its client keeps the old id, so the copy would

@@ -1,5 +1,7 @@
 -- Commit changes to an existing session; never recreate a missing one.
 -- A session that timed out meanwhile stays in the schedule: the sweep reports it.
+-- A session rotated meanwhile: returns the handle it was rotated to (the
+-- client commits there).
 -- KEYS[1] session; ARGV: now, idle|'', deadline|'', clear '1'|'0',
 -- version read|'', the record as the commit leaves it, its ttl, anonymous
 -- sessions tracked '1'|'0', name, value...
@@ -7,7 +9,12 @@
 -- record is stored as it is (returns 1): a merge costs more than everything
 -- else here. Otherwise the changes are merged into the record as it is now
 -- (returns the merged header).
-local blob = get_record(KEYS[1])
+local raw = redis.call('GET', KEYS[1])
+local forward = forward_of(raw)
+if forward then
+  return forward
+end
+local blob = record_of(raw)
 if not blob then
   return false
 end

@@ -3,14 +3,19 @@
 -- version the move copied, and report the move. KEYS[1] the old record. ARGV:
 -- old handle, now, version copied, new handle, event ('authenticated' or
 -- 'rotated'), maxlen, anonymous, the new record (for the event).
--- Returns { 1 done | 0 gone | 2 changed since copied, the record if changed, events }.
--- The old key then names the new handle for RETRY_WINDOW ms: a retry of this
--- step (its reply lost) finds its own move done, and any other finds the session gone.
-local moved = MOVED .. ARGV[4]
-if redis.call('GET', KEYS[1]) == moved then
+-- Returns { 1 done | 0 gone | 2 changed since copied, the record if changed
+-- | 3 rotated by someone else, the handle it was rotated to, events }.
+-- The old key then forwards to the new handle for FORWARD_WINDOW ms: a retry
+-- of this step (its reply lost) finds its own move done, and the commits of
+-- requests that loaded the session before the move follow it.
+local raw = redis.call('GET', KEYS[1])
+local forward = forward_of(raw)
+if forward == ARGV[4] then
   return { 1, '', {} }
+elseif forward then
+  return { 3, forward, {} }
 end
-local blob = get_record(KEYS[1])
+local blob = record_of(raw)
 if not blob then
   return { 0, '', {} }
 end
@@ -19,7 +24,7 @@ if version ~= tonumber(ARGV[3]) then
   return { 2, blob, {} }
 end
 local b, digest = books(KEYS[1])
-redis.call('SET', KEYS[1], moved, 'PX', RETRY_WINDOW)
+redis.call('SET', KEYS[1], FORWARD .. ARGV[4], 'PX', FORWARD_WINDOW)
 local index = untrack(b, digest, blob)
 if index then
   settle(b, index)

@@ -1,7 +1,12 @@
 -- Read a session and, when due, push its idle expiry forward (and the
 -- session's entries in the books with it).
 -- KEYS[1] session; ARGV[1] now (ms); ARGV[2] refresh share of the idle timeout.
-local blob = get_record(KEYS[1])
+-- A forward is returned as it is: the client tells it from a record.
+local raw = redis.call('GET', KEYS[1])
+if forward_of(raw) then
+  return raw
+end
+local blob = record_of(raw)
 if not blob then
   return false
 end

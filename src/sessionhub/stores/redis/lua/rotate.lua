@@ -1,10 +1,18 @@
--- Merge a commit and move the session to a new key, in one step.
+-- Merge a commit and move the session to a new key, in one step; the old key
+-- forwards to the new one for FORWARD_WINDOW ms.
 -- KEYS[1] old key, KEYS[2] new key. ARGV: now, idle|'', deadline|'', clear,
 -- old handle, new handle, maxlen, anonymous, limit ('' for none), limit
 -- policy, then name/value pairs as for apply.lua. A change that sets the
 -- principal is a login: it is checked against the limit and reported as
--- 'authenticated'. Returns { 1 moved | 0 gone | -1 limit reached, meta, events }.
-local blob = get_record(KEYS[1])
+-- 'authenticated'; a login onto a session of another principal changes nothing.
+-- Returns { 1 moved | 0 gone | -1 limit reached | -2 another principal's
+-- | 2 rotated by someone else: the handle it was rotated to, meta, events }.
+local raw = redis.call('GET', KEYS[1])
+local forward = forward_of(raw)
+if forward and forward ~= ARGV[6] then
+  return { 2, forward, {} }
+end
+local blob = record_of(raw)
 if not blob then
   -- Gone, or this is a retry of a rotation that already happened.
   local moved = get_record(KEYS[2])
@@ -13,6 +21,16 @@ if not blob then
     return { 0, {}, {} }
   end
   return { 1, { fmt(created), fmt(accessed), fmt(idle), fmt(deadline), fmt(version) }, {} }
+end
+local login = nil
+for i = 11, #ARGV, 2 do
+  if ARGV[i] == '!p' and ARGV[i + 1] ~= '' then
+    login = ARGV[i + 1]
+  end
+end
+local bound = field(blob, '!p')
+if login and bound and bound ~= login then
+  return { -2, {}, {} }
 end
 local now = tonumber(ARGV[1])
 local merged, meta, ttl = merge(blob, now, ARGV[2], ARGV[3], ARGV[4] == '1', 11)
@@ -24,12 +42,6 @@ if ttl <= 0 then
   redis.call('DEL', KEYS[1])
   return { 0, {}, {} }
 end
-local login = false
-for i = 11, #ARGV, 2 do
-  if ARGV[i] == '!p' and ARGV[i + 1] ~= '' then
-    login = true
-  end
-end
 local old, old_digest = books(KEYS[1])
 local new, new_digest = books(KEYS[2])
 local opts = { maxlen = tonumber(ARGV[7]), anonymous = ARGV[8] }
@@ -40,7 +52,7 @@ if login and index and ARGV[9] ~= '' then
     return { -1, {}, events }
   end
 end
-redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[1], FORWARD .. ARGV[6], 'PX', FORWARD_WINDOW)
 local old_index = untrack(old, old_digest, blob)
 redis.call('SET', KEYS[2], merged, 'PX', ttl)
 track(new, opts, new_digest, merged, now, ttl)

@@ -16,21 +16,36 @@ local DIGEST = 22
 -- What a record key holds for a while after its session was ended by someone
 -- else (limit, admin, the user elsewhere) shortly after it was created: a
 -- retry of that create (its reply was lost) must find the key taken, not
--- bring the session back. And after a login moved its session to another
--- slot (hand_over.lua): MOVED and the new handle, so that a retry of that
--- step finds it done. Every script reads both as "no session": a record
--- starts with a digit, these with "!".
+-- bring the session back. And, for FORWARD_WINDOW ms after a rotation (a
+-- login) moved its session to a new key: FORWARD and the new handle. A commit
+-- of a request that loaded the session before the rotation follows it (the
+-- client sends it again to the new key: a script touches only its KEYS), so
+-- its changes land in the rotated session; a read never does. Every script
+-- reads both as "no session here": a record starts with a digit, these with "!".
 local ENDED = '!'
-local MOVED = '!>'
+local FORWARD = '!>'
 local RETRY_WINDOW = 10000
+-- FORWARD_WINDOW comes from sessionhub.stores.base (see scripts.py).
 
--- The record at `key`, or nil (none, ended or moved).
-local function get_record(key)
-  local blob = redis.call('GET', key)
-  if blob and string.byte(blob, 1) == 33 then -- 33 is "!"
+-- The record in a key's value, or nil (none, ended or forwarded).
+local function record_of(raw)
+  if raw and string.byte(raw, 1) == 33 then -- 33 is "!"
     return nil
   end
-  return blob
+  return raw
+end
+
+-- The handle a forward in a key's value leads to, or nil.
+local function forward_of(raw)
+  if raw and string.sub(raw, 1, 2) == FORWARD then
+    return string.sub(raw, 3)
+  end
+  return nil
+end
+
+-- The record at `key`, or nil (none, ended or forwarded).
+local function get_record(key)
+  return record_of(redis.call('GET', key))
 end
 
 local function split_key(key)
