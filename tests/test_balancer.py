@@ -90,6 +90,29 @@ async def test_headers_pass_through(one: str) -> None:
     await balancer.aclose()
 
 
+async def test_exactly_the_clients_headers_are_forwarded(one: str) -> None:
+    # The backend answers with Set-Cookie every time: a balancer that kept those would
+    # send them on with the next request that has no cookie, whoever sends it.
+    balancer = Balancer([Backend("one", one)])
+    transport = httpx.ASGITransport(app=balancer, client=("203.0.113.7", 5000))
+    for _ in range(3):
+        async with httpx.AsyncClient(transport=transport) as visitor:  # each a new visitor
+            for default in ("User-Agent", "Accept-Encoding", "Connection"):
+                del visitor.headers[default]
+            response = await visitor.get("http://demo/", headers={"X-Mine": "1"})
+        assert response.headers.get_list("set-cookie") == ["a=1", "b=2"]
+        seen = {name.lower(): value for name, value in response.json()["headers"].items()}
+        assert seen == {
+            "accept": "*/*",
+            "x-mine": "1",
+            "host": one.removeprefix("http://"),
+            "x-forwarded-for": "203.0.113.7",
+            "x-forwarded-proto": "http",
+            "x-forwarded-host": "demo",
+        }
+    await balancer.aclose()
+
+
 def test_a_balancer_needs_backends() -> None:
     with pytest.raises(ValueError, match="at least one backend"):
         Balancer([])

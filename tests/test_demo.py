@@ -10,12 +10,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
+from sessionhub.demo.page import PRODUCTS
 from sessionhub.demo.processes import free_port
 from tests.browser import chromium
 from tests.demo_process import ARTIFACTS, ROOT, alive, descendants, run_demo
@@ -85,6 +88,116 @@ def test_demo_page_in_chromium() -> None:
 
         page.get_by_test_id("logout").click()
         expect(page.get_by_test_id("login")).to_be_visible()
+
+
+# What each visitor puts in the cart: no two the same, so a cart shows whose it is.
+ITEMS = {"alice": "coffee", "bob": "croissant", "carol": "tea", "dave": "bagel"}
+
+Look = Callable[[], tuple[str, str]]  # one more request: (instance, handle) of what it saw
+
+
+def _on_both_instances(look: Look, tries: int = 8) -> set[tuple[str, str]]:
+    """What `look` saw, asked until both instances answered (a browser's own requests,
+    a favicon say, take turns in the rotation too)."""
+    seen: set[tuple[str, str]] = set()
+    while len({instance for instance, _ in seen}) < 2 and tries > 0:
+        seen.add(look())
+        tries -= 1
+    assert {instance for instance, _ in seen} == {"A", "B"}
+    return seen
+
+
+def _browser_visitor(browser: Browser, url: str, user: str) -> Page:
+    """`user` signed in, with one item in the cart, in a browser profile of their own."""
+    page = browser.new_context().new_page()  # a context: its own cookies, as a profile has
+    page.goto(url)
+    expect(page.get_by_test_id("login")).to_be_visible()  # a new profile: nobody signed in
+    page.get_by_test_id("login-name").fill(user)
+    page.get_by_test_id("login").click()
+    expect(page.get_by_test_id("user")).to_have_text(user)
+    page.get_by_test_id(f"add-{ITEMS[user]}").click()
+    expect(page.get_by_test_id("cart")).to_contain_text(PRODUCTS[ITEMS[user]])
+    return page
+
+
+def _http_visitor(stack: ExitStack, url: str, user: str) -> httpx.Client:
+    """`user` signed in, with one item in the cart, in an HTTP client (cookie jar) of their own."""
+    client = stack.enter_context(httpx.Client(base_url=url, timeout=10))
+    assert client.post("/login", data={"user": user}).status_code == 303
+    assert client.post("/cart/add", data={"item": ITEMS[user]}).status_code == 303
+    return client
+
+
+def _cookieless(method: str, url: str) -> httpx.Response:
+    """A request that carries no cookie at all (a new client each time: nothing kept)."""
+    response = httpx.request(method, url, timeout=10)
+    assert "cookie" not in response.request.headers
+    return response
+
+
+def _browser_sees(page: Page, user: str) -> Look:
+    def look() -> tuple[str, str]:
+        page.reload()
+        expect(page.get_by_test_id("user")).to_have_text(user)
+        line = f"{PRODUCTS[ITEMS[user]]}\N{MULTIPLICATION SIGN} 1"
+        expect(page.get_by_test_id("cart").locator("li")).to_have_text([line])  # theirs only
+        return _served_by(page)[0], page.get_by_test_id("handle").inner_text()
+
+    return look
+
+
+def _http_sees(client: httpx.Client, user: str) -> Look:
+    def look() -> tuple[str, str]:
+        state = client.get("/api/state").json()
+        assert (state["user"], state["cart"]) == (user, {ITEMS[user]: 1})
+        return state["instance"], state["handle"]
+
+    return look
+
+
+def test_visitors_never_see_one_anothers_session() -> None:
+    # Several visitors at once, each with their own cookies: two browser profiles, two
+    # HTTP clients, a client that never sends a cookie and a browser profile that only looks.
+    with run_demo("--port", str(free_port())) as demo, chromium() as browser, ExitStack() as stack:
+        pages = {user: _browser_visitor(browser, demo.url, user) for user in ("alice", "bob")}
+        clients = {user: _http_visitor(stack, demo.url, user) for user in ("carol", "dave")}
+        looks = {user: _browser_sees(page, user) for user, page in pages.items()}
+        looks |= {user: _http_sees(client, user) for user, client in clients.items()}
+
+        # Without a cookie, every instance answers with a new, empty session: nothing of
+        # anyone before, and nothing of the previous cookieless request either.
+        anonymous = [_cookieless("GET", demo.url + "api/state").json() for _ in range(6)]
+        assert [(s["user"], s["cart"], s["views"]) for s in anonymous] == [(None, {}, 1)] * 6
+        assert {s["instance"] for s in anonymous} == {"A", "B"}
+
+        # A fresh browser profile is not signed in, on either instance.
+        stranger = browser.new_context().new_page()
+        stranger.goto(demo.url)
+
+        def stranger_looks() -> tuple[str, str]:
+            stranger.reload()
+            expect(stranger.get_by_test_id("login")).to_be_visible()
+            expect(stranger.get_by_test_id("cart")).to_have_text("Your cart is empty.")
+            return _served_by(stranger)[0], stranger.get_by_test_id("handle").inner_text()
+
+        looks["stranger"] = stranger_looks
+
+        # Each visitor sees their own session, and only theirs, on every instance.
+        handles = [{handle for _, handle in _on_both_instances(look)} for look in looks.values()]
+        assert all(len(mine) == 1 for mine in handles)
+        assert len(set.union(*handles)) == len(looks)
+
+
+def test_a_logout_without_a_cookie_signs_nobody_out() -> None:
+    with run_demo("--port", str(free_port())) as demo, chromium() as browser, ExitStack() as stack:
+        carol = _http_visitor(stack, demo.url, "carol")
+        alice = _browser_visitor(browser, demo.url, "alice")
+
+        for _ in range(4):  # in turn to each instance
+            assert _cookieless("POST", demo.url + "logout").status_code == 303
+
+        _on_both_instances(_browser_sees(alice, "alice"))
+        _on_both_instances(_http_sees(carol, "carol"))
 
 
 def _ports(output: str) -> list[int]:

@@ -30,13 +30,17 @@ SID = "A" + "b" * 43
 
 
 class _Echo(BaseHTTPRequestHandler):
-    """GET /echo: the X-Session-Id received; GET /go?to=URL: a redirect to URL."""
+    """GET /echo: the X-Session-Id received; GET /go?to=URL: a redirect to URL;
+    GET /cookie: a cookie named after the server's port."""
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
-        if parts.path == "/go":
-            self.send_response(302)
-            self.send_header("Location", parse_qs(parts.query)["to"][0])
+        if parts.path in ("/go", "/cookie"):
+            self.send_response(302 if parts.path == "/go" else 204)
+            if parts.path == "/go":
+                self.send_header("Location", parse_qs(parts.query)["to"][0])
+            else:
+                self.send_header("Set-Cookie", f"port{self.connection.getsockname()[1]}=1; Path=/")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -248,6 +252,55 @@ def test_configured_header(trusted_port: int) -> None:
         propagation.apply(str(request.url), request.headers)
         assert request.headers["x-upstream-session"] == SID
         assert "x-session-id" not in request.headers
+
+
+# -- cookies: an installed client serves every user ----------------------------------
+
+
+def _kept_by_httpx(propagation: Propagation, urls: list[str]) -> set[str]:
+    with propagation.install(httpx.Client()) as client:
+        for url in urls:
+            client.get(url)
+        return {cookie.name for cookie in client.cookies.jar}
+
+
+def _kept_by_httpx_hooked(propagation: Propagation, urls: list[str]) -> set[str]:
+    with httpx.Client(event_hooks=propagation.httpx_hooks()) as client:
+        client.cookies.jar.set_policy(propagation.cookie_policy())
+        for url in urls:
+            client.get(url)
+        return {cookie.name for cookie in client.cookies.jar}
+
+
+def _kept_by_async_httpx(propagation: Propagation, urls: list[str]) -> set[str]:
+    async def fetch() -> set[str]:
+        async with propagation.install(httpx.AsyncClient()) as client:
+            for url in urls:
+                await client.get(url)
+            return {cookie.name for cookie in client.cookies.jar}
+
+    return asyncio.run(fetch())
+
+
+def _kept_by_requests(propagation: Propagation, urls: list[str]) -> set[str]:
+    with propagation.install(requests.Session()) as session:
+        for url in urls:
+            session.get(url, timeout=5)
+        return {cookie.name for cookie in session.cookies}
+
+
+@pytest.mark.parametrize(
+    "kept_by", [_kept_by_httpx, _kept_by_httpx_hooked, _kept_by_async_httpx, _kept_by_requests]
+)
+def test_no_cookie_a_trusted_host_sets_is_kept(
+    kept_by: Callable[[Propagation, list[str]], set[str]],
+    propagation: Propagation,
+    trusted_port: int,
+    other_port: int,
+) -> None:
+    # A trusted service's cookie was set for one user; the client goes on to serve all.
+    urls = [f"http://127.0.0.1:{port}/cookie" for port in (trusted_port, other_port)]
+    assert kept_by(propagation, urls) == {f"port{other_port}"}  # other hosts: as usual
 
 
 # -- the context: isolated between requests, carried into tasks and threads --------

@@ -11,6 +11,8 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import flask
 import httpx
@@ -29,6 +31,7 @@ from sessionhub.demo.serving import serving
 from sessionhub.propagation import Propagation, current_session_id
 from sessionhub.web.asgi import SessionMiddleware
 from sessionhub.web.flask import SessionHub
+from tests.servers import RedisServer
 from tests.test_propagation import other_port, trusted_port
 
 __all__ = ["other_port", "trusted_port"]  # fixtures shared with test_propagation
@@ -142,3 +145,119 @@ def test_100_concurrent_wsgi_requests_each_propagate_their_own_id(flask_server: 
     assert [view["current"] for view in seen] == calls
     assert [view["downstream"] for view in seen] == calls
     assert {view["third party"] for view in seen} == {None}
+
+
+# -- a client shared by every request keeps no downstream cookie ----------------------
+
+
+@contextmanager
+def _wsgi_served(app: flask.Flask) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer) -> Settings:
+    """What the gateways and the downstream service share: one Redis, one namespace."""
+    return Settings.load(store="redis", redis={"url": redis_server.url}, namespace="shared")
+
+
+@pytest.fixture
+def visit(settings: Settings) -> Iterator[str]:
+    """A downstream sessionhub service that browsers call too: the id by cookie or header.
+
+    A call without an id gets a new session, answered with Set-Cookie.
+    """
+    app = flask.Flask(__name__)
+    SessionHub(app, settings=settings.model_copy(update={"resolvers": ("cookie", "header")}))
+
+    @app.get("/visit")
+    def visit() -> dict[str, object]:
+        flask.session["visits"] = int(flask.session.get("visits", 0)) + 1
+        return {"id": current_session_id()}  # the session the call came with, if any
+
+    with _wsgi_served(app) as url:
+        yield f"{url}/visit"
+
+
+def _flask_gateway(
+    settings: Settings, visit: str, client: httpx.Client | requests.Session
+) -> flask.Flask:
+    """A gateway calling `visit` through one `client`, shared by every request."""
+    app = flask.Flask(__name__)
+    SessionHub(app, settings=settings)
+
+    @app.post("/start")
+    def start() -> dict[str, object]:
+        flask.session["started"] = True
+        return {}
+
+    @app.get("/call")
+    def call() -> dict[str, object]:
+        return {"mine": current_session_id(), "downstream": client.get(visit).json()["id"]}
+
+    return app
+
+
+def _asgi_gateway(settings: Settings, visit: str, client: httpx.AsyncClient) -> Starlette:
+    """A gateway calling `visit` through one `client`, shared by every request."""
+
+    async def start(request: Request) -> JSONResponse:
+        request.session["started"] = True
+        return JSONResponse({})
+
+    async def call(request: Request) -> JSONResponse:
+        seen = (await client.get(visit)).json()["id"]
+        return JSONResponse({"mine": current_session_id(), "downstream": seen})
+
+    return Starlette(
+        routes=[Route("/start", start, methods=["POST"]), Route("/call", call)],
+        middleware=[Middleware(SessionMiddleware, settings=settings)],
+    )
+
+
+async def _visit(url: str, method: str = "GET", session_id: str | None = None) -> httpx.Response:
+    """A call by a visitor of its own: a new client each time, the cookie only if given."""
+    cookie = {"Cookie": f"session={session_id}"} if session_id else {}
+    async with httpx.AsyncClient(timeout=30) as visitor:
+        return await visitor.request(method, url, headers=cookie)
+
+
+async def _each_call_reaches_downstream_as_itself(gateway: str) -> None:
+    users = [_new_session(await _visit(f"{gateway}/start", "POST")) for _ in range(3)]
+    for _ in range(3):
+        # Anonymous: the downstream service starts a session and sets its cookie.
+        assert (await _visit(f"{gateway}/call")).json() == {"mine": None, "downstream": None}
+        for user in users:
+            seen = (await _visit(f"{gateway}/call", session_id=user)).json()
+            assert seen == {"mine": user, "downstream": user}
+
+
+@pytest.mark.parametrize("kind", ["httpx", "requests"])
+async def test_a_shared_sync_client_never_sends_one_users_cookie_for_another(
+    settings: Settings, visit: str, kind: str
+) -> None:
+    propagation = Propagation([urlsplit(visit).netloc])
+    client: httpx.Client | requests.Session = (
+        propagation.install(httpx.Client(timeout=30))
+        if kind == "httpx"
+        else propagation.install(requests.Session())
+    )
+    with client, _wsgi_served(_flask_gateway(settings, visit, client)) as gateway:
+        await _each_call_reaches_downstream_as_itself(gateway)
+
+
+async def test_a_shared_async_client_never_sends_one_users_cookie_for_another(
+    settings: Settings, visit: str
+) -> None:
+    port = free_port()
+    propagation = Propagation([urlsplit(visit).netloc])
+    async with (
+        propagation.install(httpx.AsyncClient(timeout=30)) as client,
+        serving(_asgi_gateway(settings, visit, client), "127.0.0.1", port),
+    ):
+        await _each_call_reaches_downstream_as_itself(f"http://127.0.0.1:{port}")

@@ -26,6 +26,8 @@ from sessionhub.web.fastapi import CurrentSession
 ORDERS_URL = os.environ["ORDERS_URL"]
 
 propagation = Propagation([urlsplit(ORDERS_URL).netloc])  # e.g. "127.0.0.1:8002"
+# One client for every user's requests: `install` also makes its cookie jar keep
+# nothing the orders service sets, which was meant for one user only.
 orders = propagation.install(httpx.AsyncClient(base_url=ORDERS_URL, timeout=10))
 
 app = FastAPI(title="gateway")

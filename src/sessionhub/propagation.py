@@ -13,6 +13,10 @@ host is taken off again. That is why the integrations are an httpx request
 hook and a requests transport adapter (both see every hop) rather than an
 httpx `Auth` (which sees only the first request of a redirect chain).
 
+A client propagation is installed into serves every user's requests, so it
+keeps no cookie a trusted host sets: that cookie (a downstream session's, say)
+was set for one user and would go out with every other user's calls.
+
 Context variables follow asyncio tasks and anyio task groups by themselves;
 `loop.run_in_executor` and `concurrent.futures` executors do not copy them:
 submit `in_context(fn)` there (starlette's `run_in_threadpool` and
@@ -22,6 +26,7 @@ submit `in_context(fn)` there (starlette's `run_in_threadpool` and
 from __future__ import annotations
 
 import contextvars
+import http.cookiejar
 import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
@@ -31,6 +36,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    import urllib.request
+
     import httpx
     import requests
 
@@ -218,11 +225,16 @@ class Propagation:
 
         return {"request": [on_request]}
 
+    def cookie_policy(self) -> http.cookiejar.CookiePolicy:
+        """A cookie policy that keeps no cookie a trusted host sets (`install` sets it)."""
+        return _NoCookiesFromTrustedHosts(self)
+
     # -- installing into an existing client --------------------------------------
 
     def install(self, client: C) -> C:
         """Make `client` (httpx `Client`/`AsyncClient`, or `requests.Session`) propagate.
 
+        The client's cookie jar gets `cookie_policy()`, in place of its own.
         For requests, every adapter mounted so far is wrapped; mount yours first.
         """
         # Only look at the libraries the caller already imported: the client is from one.
@@ -231,18 +243,38 @@ class Propagation:
         target: Any = client
         if httpx_module is not None and isinstance(target, httpx_module.AsyncClient):
             target.event_hooks["request"].extend(self.async_httpx_hooks()["request"])
+            target.cookies.jar.set_policy(self.cookie_policy())
         elif httpx_module is not None and isinstance(target, httpx_module.Client):
             target.event_hooks["request"].extend(self.httpx_hooks()["request"])
+            target.cookies.jar.set_policy(self.cookie_policy())
         elif requests_module is not None and isinstance(target, requests_module.Session):
             for prefix, adapter in list(target.adapters.items()):
                 if not isinstance(adapter, _PropagatingAdapter):
                     target.adapters[prefix] = _PropagatingAdapter(self, adapter)
+            target.cookies.set_policy(self.cookie_policy())
         else:
             raise TypeError(
                 f"cannot install propagation into {type(client).__name__}: "
                 "expected an httpx Client/AsyncClient or a requests Session"
             )
         return client
+
+
+class _NoCookiesFromTrustedHosts(http.cookiejar.DefaultCookiePolicy):
+    """The standard policy, except that a cookie set by a trusted host is never kept.
+
+    Decided by the URL that answered, not by the cookie's Domain: cookies ignore
+    ports, the allowlist does not.
+    """
+
+    def __init__(self, propagation: Propagation) -> None:
+        super().__init__()
+        self.propagation = propagation
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: urllib.request.Request) -> bool:
+        if self.propagation.trusts(request.get_full_url()):
+            return False
+        return super().set_ok(cookie, request)
 
 
 class _PropagatingAdapter:

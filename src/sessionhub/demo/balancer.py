@@ -9,6 +9,8 @@ it, so trying the next one is safe).
 
 Connections to backends are not kept alive: each request opens its own, so a
 restarted backend is never sent a request on a connection it already closed.
+A backend is sent exactly the client's headers (less the hop-by-hop ones, plus
+X-Forwarded-*), and nothing else: the balancer keeps no cookies.
 """
 
 from __future__ import annotations
@@ -56,11 +58,12 @@ class Balancer:
             raise ValueError("a balancer needs at least one backend")
         self.backends = list(backends)
         self._turn = itertools.count()
-        self._client = httpx.AsyncClient(
-            timeout=timeout,
-            limits=httpx.Limits(max_keepalive_connections=0),
-            follow_redirects=False,
-        )
+        # A transport, not an httpx Client: a Client is a user agent, with a cookie jar
+        # and default headers of its own. Shared by every visitor, its jar would send
+        # the cookie one visitor was given to the next who came without one. A proxy
+        # forwards each request as it came and remembers nothing.
+        self._transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
+        self._timeout = httpx.Timeout(timeout).as_dict()
 
     def backend(self, name: str) -> Backend:
         for backend in self.backends:
@@ -105,11 +108,15 @@ class Balancer:
         ]
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         for backend in self._rotation():
-            upstream = self._client.build_request(
-                request.method, backend.url + path, headers=headers, content=body
+            upstream = httpx.Request(
+                request.method,
+                backend.url + path,
+                headers=headers,
+                content=body,
+                extensions={"timeout": self._timeout},
             )
             try:
-                answer = await self._client.send(upstream, stream=True)
+                answer = await self._transport.handle_async_request(upstream)
             except httpx.ConnectError:
                 continue  # not listening (restarting): the request never reached it
             except httpx.HTTPError as exc:
@@ -124,7 +131,7 @@ class Balancer:
         return PlainTextResponse("no backend is available", status_code=502)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
 
 def _failed(backend: Backend, exc: Exception) -> Response:
