@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -205,6 +206,15 @@ class RedisCluster:
     @property
     def ports(self) -> list[int]:
         return [node.port for node in self.nodes]
+
+    def node_ids(self) -> dict[int, str]:
+        """Each node's Cluster id, by port."""
+        ids = {}
+        for node in self.nodes:
+            client: Any = node.client()
+            ids[node.port] = client.execute_command("CLUSTER", "MYID").decode()
+            client.close()
+        return ids
 
     def start(self, timeout: float = 30) -> RedisCluster:
         for node in self.nodes:

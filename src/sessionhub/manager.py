@@ -22,7 +22,7 @@ from .errors import LoginRefused, SessionEnded, StoreUnavailable
 from .events import Reason
 from .ids import IdScheme, SessionRef, is_handle
 from .policy import FlushMode, Timeouts
-from .record import BINDING, PRINCIPAL, Delta, Meta, Record, RecordError, apply
+from .record import BINDING, PRINCIPAL, USER, Delta, Meta, Record, RecordError, apply
 from .session import Session
 from .stores.base import (
     FORWARDED,
@@ -181,7 +181,7 @@ class Lifecycle:
     def _commit(self, session: Session) -> Steps[Outcome]:
         ended = False
         if session._doomed is not None:
-            yield Delete(session._doomed.handle, self._now(), Reason.LOGOUT)
+            yield Delete(session._doomed.handle, self._now(), Reason.LOGOUT, session._doomed_user)
             logger.info("session ended", extra={"session_handle": session._doomed.handle})
             session._doomed = None
             ended = True
@@ -197,7 +197,8 @@ class Lifecycle:
         if session._rotate:
             new_ref = self.ids.new(self._shard(session, ref.shard))
             limit = self.session_limit if principal is not None else None
-            meta = yield Rotate(ref.handle, new_ref.handle, delta or Delta(), now, limit)
+            user = session._meta_fields.get(USER)
+            meta = yield Rotate(ref.handle, new_ref.handle, delta or Delta(), now, limit, user)
             if meta is LIMIT_REACHED:
                 raise self._refused(session, principal)
             if meta is PRINCIPAL_CHANGED:
@@ -339,11 +340,14 @@ class Lifecycle:
         if not isinstance(handle, str) or not is_handle(handle):
             raise ValueError("not a session handle")
         now = self._now()
+        user: bytes | None = None
         if principal is not None:
-            sessions: list[SessionInfo] = yield ListSessions(self.user(principal), now)
+            owner = self.user(principal)
+            sessions: list[SessionInfo] = yield ListSessions(owner, now)
             if handle not in {each.handle for each in sessions}:
                 return False
-        ended: bool = yield Delete(handle, now, Reason(reason))
+            user = owner.digest.encode()
+        ended: bool = yield Delete(handle, now, Reason(reason), user)
         return ended
 
 

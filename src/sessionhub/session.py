@@ -62,6 +62,7 @@ class Session(MutableMapping[str, JSON]):
         "_deadline_change",
         "_degraded",
         "_doomed",
+        "_doomed_user",
         "_idle_change",
         "_meta",
         "_meta_changes",
@@ -95,6 +96,7 @@ class Session(MutableMapping[str, JSON]):
     _deadline_change: int | None
     _rotate: bool
     _doomed: SessionRef | None
+    _doomed_user: bytes | None  # the doomed record's user digest, if it had one
     # The id the request came with, when another request had just rotated the
     # session away from it: this session starts empty (that id may not open
     # the rotated one), a write to it is refused rather than given a new id
@@ -350,10 +352,13 @@ class Session(MutableMapping[str, JSON]):
         Writing to the session afterwards starts a new one, with a new id.
         """
         self.accessed = True
-        doomed = self._doomed or self._ref or self._superseded
+        doomed: SessionRef | None = self._doomed
+        user = self._doomed_user
+        if doomed is None:
+            doomed, user = self._ref or self._superseded, self._meta_fields.get(USER)
         self._forget(self._ref, self._meta)
         self._ref = None
-        self._doomed = doomed
+        self._doomed, self._doomed_user = doomed, user
         self._superseded = None
         self._changed()
 
@@ -522,6 +527,7 @@ class Session(MutableMapping[str, JSON]):
         self._cleared = False
         self._rotate = False
         self._doomed = None
+        self._doomed_user = None
         self._idle_change = None
         self._deadline_change = None
         self._base = None

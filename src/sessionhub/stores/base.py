@@ -164,6 +164,10 @@ class Rotate:
     delta: Delta
     now: int
     limit: SessionLimit | None = None
+    #: The user digest (`!u`) of the record as it was read, if any: a hint that
+    #: lets a store name the user's index without reading the record first (a
+    #: wrong or missing hint may cost a round trip, never correctness).
+    user: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +175,7 @@ class Delete:
     handle: str
     now: int
     reason: Reason = Reason.LOGOUT
+    user: bytes | None = None  # as for `Rotate`
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,6 @@ __all__ = [
     "END_SESSIONS",
     "HAND_OVER",
     "LEASE",
-    "LIST",
     "READ",
     "ROTATE",
     "SWEEP",
@@ -56,7 +55,6 @@ CREATE = _load("create")
 ROTATE = _load("rotate")
 DELETE = _load("delete")
 HAND_OVER = _load("hand_over")
-LIST = _load("list")
 END_SESSIONS = _load("end_sessions")
 SWEEP = _load("sweep")
 LEASE = _load("lease", libraries=())

@@ -51,6 +51,8 @@ from ...errors import StoreUnavailable
 from ...events import EventType, Listeners, event_from_fields
 from ...ids import SHARD_ALPHABET
 from ...record import (
+    AUTH_TIME,
+    CLIENT_INFO,
     PRINCIPAL,
     USER,
     Delta,
@@ -61,7 +63,7 @@ from ...record import (
     format_record,
     parse_record,
 )
-from ...users import SessionInfo, SessionLimit, UserRef, session_info
+from ...users import SessionLimit, UserRef, session_info
 from ..base import (
     FORWARDED,
     LIMIT_REACHED,
@@ -89,7 +91,6 @@ from .scripts import (
     END_SESSIONS,
     HAND_OVER,
     LEASE,
-    LIST,
     READ,
     ROTATE,
     SWEEP,
@@ -121,6 +122,36 @@ def _is_unavailable(exc: Exception) -> bool:
     if type(exc) is redis_errors.RedisClusterException:
         return str(exc).startswith(("Redis Cluster cannot be connected", "All slots are not"))
     return True
+
+
+#: How long a Cluster call is sent again while its slot is on the move (keys
+#: migrating one by one: TRYAGAIN, ASK, MOVED), and the pause between tries.
+REDIRECT_PATIENCE = 1.0
+_REDIRECT_PAUSE = 0.05
+
+
+def _slot_on_the_move(exc: Exception) -> bool:
+    """Whether a Cluster client's failure is one a slot on the move causes.
+
+    redis-py follows redirects itself, and gives up with ClusterError ("TTL
+    exhausted") when they go on. Its asyncio client may also fail while it
+    follows ASK under concurrency, with an AttributeError or TypeError (the
+    ASKING and the command go out on different pooled connections, and a
+    MOVED elsewhere may close them meanwhile; docs/operating.md, known
+    issues). Every script is safe to send again (`sessionhub.stores.base`).
+    """
+    redirected = redis_errors.TryAgainError | redis_errors.AskError | redis_errors.MovedError
+    if isinstance(exc, redirected) or type(exc) is redis_errors.ClusterError:
+        return True
+    return isinstance(exc, AttributeError | TypeError)
+
+
+def _client_failure(exc: Exception) -> redis_errors.ClusterError:
+    """A client failure `_slot_on_the_move` still sees after `REDIRECT_PATIENCE`, as
+    a RedisError: a step may clean up after it, and it leaves the store as a 503."""
+    return redis_errors.ClusterError(
+        f"the Cluster client failed while following a slot on the move ({type(exc).__name__})"
+    )
 
 
 def _unavailable(exc: Exception) -> StoreUnavailable:
@@ -158,6 +189,20 @@ _MOVE_ATTEMPTS = 3
 _HOPS = 8
 
 _FORWARD = b"!>"
+#: How many times a script is called again with the keys it said it needs: a
+#: login under a session limit declares its user's sessions, and each login of
+#: that user committed in between makes it ask again (a burst of n logins of
+#: one user takes up to n rounds for the last of them).
+_NEED_ROUNDS = 64
+#: The length of a record digest (and of a user digest) in keys and schedules.
+_DIGEST = 22
+
+
+def _needed(reply: Any) -> tuple[str, ...] | None:
+    """The keys a script needs declared too (it wrote nothing), if it said so."""
+    if isinstance(reply, list) and reply and reply[0] == b"?":
+        return tuple(name.decode() for name in reply[1:])
+    return None
 
 
 def _found(raw: bytes | None) -> bytes | Forward | None:
@@ -180,18 +225,6 @@ class _Rotated:
 
 def _meta(reply: list[bytes] | None) -> Meta | None:
     return Meta(*map(int, reply)) if reply else None
-
-
-def _listing(user: UserRef, rows: list[list[bytes]]) -> list[SessionInfo]:
-    found = []
-    for digest, head, auth_time, client in rows:
-        try:
-            meta = parse_record(head).meta
-        except RecordError:
-            continue  # not a record: the session's own reads report it
-        handle = user.shard + digest.decode()
-        found.append(session_info(handle, user.principal, meta, auth_time or None, client or None))
-    return found
 
 
 def _delta_head(delta: Delta, now: int) -> list[Any]:
@@ -276,7 +309,15 @@ class RedisCommands:
         return f"{self.namespace}:s:{{{SLOT_TAGS[handle[0]]}}}{handle[1:]}"
 
     def index_key(self, user: UserRef) -> str:
-        return f"{self.namespace}:u:{{{SLOT_TAGS[user.shard]}}}{user.digest}"
+        return self.user_key(user.shard, user.digest)
+
+    def user_key(self, shard: str, user: str) -> str:
+        """The index of the user whose digest is `user`, in `shard`."""
+        return f"{self.namespace}:u:{{{SLOT_TAGS[shard]}}}{user}"
+
+    def books(self, handle: str) -> tuple[str, str]:
+        """The schedule and stream of `handle`'s shard."""
+        return self.schedule_key(handle[0]), self.stream_key(handle[0])
 
     def schedule_key(self, shard: str) -> str:
         return f"{self.namespace}:x:{{{SLOT_TAGS[shard]}}}"
@@ -319,22 +360,24 @@ class RedisCommands:
                 return LIMIT_REACHED if status < 0 else status == 1
             case Apply(handle, delta, now, expected):
                 return (yield from self._apply(handle, delta, now, expected))
-            case Rotate(handle, new_handle, delta, now, limit):
+            case Rotate(handle, new_handle, delta, now, limit, user):
                 for _ in range(_HOPS):
-                    result = yield from self._rotate(handle, new_handle, delta, now, limit)
+                    result = yield from self._rotate(handle, new_handle, delta, now, limit, user)
                     if not isinstance(result, _Rotated):
                         return result
-                    handle = result.handle
+                    handle, user = result.handle, None
                 return None
-            case Delete(handle, now, reason):
-                return (yield from self._delete(handle, now, reason.value)) == 1
+            case Delete(handle, now, reason, user):
+                return (yield from self._delete(handle, now, reason.value, user)) == 1
             case ListSessions(user, now):
-                rows = yield Call((1, self.index_key(user)), LIST)
-                return _listing(user, rows)
+                return (yield from self._list(user))
             case EndSessions(user, now, reason, keep):
                 kept = keep[1:] if keep and keep[0] == user.shard else ""
                 args = (user.shard, now, reason.value, kept, *self._settings)
-                _, digests, _ = yield from self._script(END_SESSIONS, (self.index_key(user),), args)
+                index = self.index_key(user)
+                keys: tuple[str, ...] = (index, *self.books(user.shard))
+                keys += yield from self._members(user.shard, index)
+                _, digests, _ = yield from self._script(END_SESSIONS, keys, args)
                 return [user.shard + digest.decode() for digest in digests]
             case Sweep(now, batch):
                 return (yield from self._sweep(now, batch))
@@ -371,16 +414,19 @@ class RedisCommands:
         if refresh_due(record, now, share):
             if cache is not None:
                 cache.drop((key,))  # the script rewrites it
-            found = _found((yield Call((1, key, now, share), READ)))
+            keys = (key, *self._index_of(handle, record.fields.get(USER)))
+            found = _found((yield from self._run(READ, keys, (now, share))))
             return parse_record(found) if isinstance(found, bytes) else found
         return record
 
     def _apply(self, handle: str, delta: Delta, now: int, expected: Record | None) -> Calls:
         """Commit `delta`, following the session's forwards if it was rotated meanwhile."""
-        head, changes, anonymous = _delta_head(delta, now), _delta_changes(delta), self._settings[1]
+        head, changes = _delta_head(delta, now), _delta_changes(delta)
         for hop in range(_HOPS):
-            args = (*head, *_expected_args(expected, now), anonymous)
-            reply = yield Call((1, self.key(handle), *args, *changes), APPLY)
+            user = expected.fields.get(USER) if expected is not None else None
+            keys = (self.key(handle), *self._index_of(handle, user))
+            args = (*head, *_expected_args(expected, now), *changes)
+            reply = yield from self._run(APPLY, keys, args)
             if not isinstance(reply, bytes):
                 meta = expected.meta if reply == 1 and expected else _meta(reply)
                 return Followed(meta) if hop and meta is not None else meta
@@ -391,12 +437,24 @@ class RedisCommands:
         return None
 
     def _rotate(
-        self, handle: str, new_handle: str, delta: Delta, now: int, limit: SessionLimit | None
+        self,
+        handle: str,
+        new_handle: str,
+        delta: Delta,
+        now: int,
+        limit: SessionLimit | None,
+        user: bytes | None,
     ) -> Calls:
         """One attempt at a rotation from `handle`: its result, or `_Rotated`."""
         if self.cluster and SLOT_TAGS[handle[0]] != SLOT_TAGS[new_handle[0]]:
             return (yield from self._move(handle, new_handle, delta, now, limit))
-        keys = (self.key(handle), self.key(new_handle))
+        keys: tuple[str, ...] = (self.key(handle), self.key(new_handle))
+        keys += (self.schedule_key(handle[0]), *self.books(new_handle))
+        login = delta.sets.get(USER)
+        index = self._index_of(new_handle, login or user)
+        keys += index
+        if login is not None and index and limit is not None:
+            keys += yield from self._members(new_handle[0], index[0])
         args = (*_delta_head(delta, now), handle, new_handle, *self._settings)
         args += (*_limit_args(limit), *_delta_changes(delta))
         status, result, _ = yield from self._script(ROTATE, keys, args)
@@ -421,12 +479,64 @@ class RedisCommands:
         # Taken -- or stored by this very call, whose first reply was lost.
         return (yield Call(("GET", key))) == blob
 
+    def _run(self, script: Script, keys: tuple[str, ...], args: tuple[Any, ...]) -> Calls:
+        """Call `script` with `keys` declared, and again with the keys it finds it
+        needs too (see track.lua): its reply."""
+        for _ in range(_NEED_ROUNDS):
+            reply = yield Call((len(keys), *keys, *args), script)
+            wanted = _needed(reply)
+            if wanted is None:
+                return reply
+            keys += wanted
+        raise StoreUnavailable("the session's keys kept changing while it was written; try again")
+
     def _script(self, script: Script, keys: tuple[str, ...], args: tuple[Any, ...]) -> Calls:
         """Run a script that reports events: its status, result and events (sent on)."""
-        status, result, raw = yield Call((len(keys), *keys, *args), script)
+        status, result, raw = yield from self._run(script, keys, args)
         events = [event_from_fields(_pairs(each)) for each in raw]
         self.listeners.emit(events)
         return status, result, events
+
+    def _index_of(self, handle: str, user: bytes | None) -> tuple[str, ...]:
+        """The user index of a session in `handle`'s shard whose user digest is `user`."""
+        return () if user is None else (self.user_key(handle[0], user.decode()),)
+
+    def _members(self, shard: str, index: str) -> Calls:
+        """The record keys of the sessions in `index`, of `shard` (read before a script
+        that touches them: it checks they are all, see track.lua)."""
+        digests = yield Call(("ZRANGE", index, 0, -1))
+        return tuple(self.key(shard + digest.decode()) for digest in digests)
+
+    def _list(self, user: UserRef) -> Calls:
+        """The live sessions of `user`, oldest login first; entries whose record is
+        gone are taken out of the index on the way."""
+        index = self.index_key(user)
+        digests = [d.decode() for d in (yield Call(("ZRANGE", index, 0, -1)))]
+        if not digests:
+            return []
+        blobs = yield Call(("MGET", *(self.key(user.shard + d) for d in digests)))
+        found, gone = [], []
+        for digest, blob in zip(digests, blobs, strict=True):
+            record = _found(blob)
+            if not isinstance(record, bytes):
+                gone.append(digest)
+                continue
+            try:
+                parsed = parse_record(record)
+            except RecordError:
+                continue  # not a record: the session's own reads report it
+            fields = parsed.fields
+            info = session_info(
+                user.shard + digest,
+                user.principal,
+                parsed.meta,
+                fields.get(AUTH_TIME),
+                fields.get(CLIENT_INFO),
+            )
+            found.append(info)
+        if gone:
+            yield Call(("ZREM", index, *gone))
+        return found
 
     def _create(
         self,
@@ -439,18 +549,23 @@ class RedisCommands:
         report: bool = True,
     ) -> Calls:
         args = (handle, now, ttl, *self._settings, *_limit_args(limit), "1" if report else "")
-        keys = (self.key(handle),)
+        keys: tuple[str, ...] = (self.key(handle), *self.books(handle))
+        index = self._index_of(handle, record.fields.get(USER))
+        keys += index
+        if index and limit is not None:
+            keys += yield from self._members(handle[0], index[0])
         status, _, _ = yield from self._script(CREATE, keys, (*args, format_record(record)))
         return status
 
-    def _delete(self, handle: str, now: int, reason: str) -> Calls:
+    def _delete(self, handle: str, now: int, reason: str, user: bytes | None = None) -> Calls:
         """End the session, following its forwards: 1 if it ended, 0 if already gone."""
         for _ in range(_HOPS):
             args = (handle, now, reason, *self._settings)
-            status, target, _ = yield from self._script(DELETE, (self.key(handle),), args)
+            keys = (self.key(handle), *self.books(handle), *self._index_of(handle, user))
+            status, target, _ = yield from self._script(DELETE, keys, args)
             if status != 2:
                 return status
-            handle = target.decode()
+            handle, user = target.decode(), None
             self._forget_cached(handle)
         return 0
 
@@ -493,7 +608,8 @@ class RedisCommands:
                     return LIMIT_REACHED if status < 0 else None  # None: taken (2^-256)
                 version = copied.meta.version
                 args = (handle, now, version, new_handle, event.value, *self._settings)
-                keys = (self.key(handle),)
+                keys: tuple[str, ...] = (self.key(handle), *self.books(handle))
+                keys += self._index_of(handle, copied.fields.get(USER))
                 status, current, _ = yield from self._script(
                     HAND_OVER, keys, (*args, format_record(record))
                 )
@@ -516,11 +632,20 @@ class RedisCommands:
     def _sweep(self, now: int, batch: int) -> Calls:
         expired = 0
         for shard in SHARD_ALPHABET:
-            handled = batch
-            while handled >= batch:  # a full batch: there may be more
-                args = (shard, now, batch, self._settings[0])
-                key = (self.schedule_key(shard),)
-                handled, _, events = yield from self._script(SWEEP, key, args)
+            schedule, stream = self.books(shard)
+            due = batch
+            while due >= batch:  # a full batch: there may be more
+                members = yield Call(("ZRANGEBYSCORE", schedule, "-inf", now, "LIMIT", 0, batch))
+                due = len(members)
+                if not members:
+                    break
+                keys: tuple[str, ...] = (schedule, stream)
+                for member in members:
+                    keys += (self.key(shard + member[:_DIGEST].decode()),)
+                    if len(member) > _DIGEST:
+                        keys += (self.user_key(shard, member[_DIGEST : 2 * _DIGEST].decode()),)
+                args = (shard, now, self._settings[0], *members)
+                _, _, events = yield from self._script(SWEEP, keys, args)
                 expired += len(events)
         return expired
 
@@ -588,10 +713,13 @@ class RedisStore:
         cache: bool = False,
         cache_size: int = 10_000,
         cache_heartbeat: float = HEARTBEAT_SECONDS,
+        redirect_patience: float = REDIRECT_PATIENCE,
     ) -> None:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
+        #: How long a Cluster call is tried again while its slot is on the move.
+        self.redirect_patience = redirect_patience
         self.invalidations: Invalidations | None = None
         if cache:
             self.invalidations = Invalidations(
@@ -631,6 +759,22 @@ class RedisStore:
         if isinstance(call, Pause):
             time.sleep(call.seconds)
             return None
+        if not self.commands.cluster:
+            return self._send_once(call)
+        deadline = time.monotonic() + self.redirect_patience
+        while True:
+            try:
+                return self._send_once(call)
+            except Exception as exc:
+                if not _slot_on_the_move(exc):
+                    raise
+                if time.monotonic() + _REDIRECT_PAUSE > deadline:
+                    if isinstance(exc, redis_errors.RedisError):
+                        raise
+                    raise _client_failure(exc) from exc
+                time.sleep(_REDIRECT_PAUSE)
+
+    def _send_once(self, call: Call) -> Any:
         if call.script is None:
             return _command(self.client, *call.args)
         try:
@@ -652,10 +796,12 @@ class AsyncRedisStore:
         cache: bool = False,
         cache_size: int = 10_000,
         cache_heartbeat: float = HEARTBEAT_SECONDS,
+        redirect_patience: float = REDIRECT_PATIENCE,
     ) -> None:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
+        self.redirect_patience = redirect_patience
         #: Opened by the first read (in the event loop), or by `start_cache`.
         self.invalidations: AsyncInvalidations | None = None
         if cache:
@@ -718,6 +864,22 @@ class AsyncRedisStore:
         if isinstance(call, Pause):
             await asyncio.sleep(call.seconds)
             return None
+        if not self.commands.cluster:
+            return await self._send_once(call)
+        deadline = time.monotonic() + self.redirect_patience
+        while True:
+            try:
+                return await self._send_once(call)
+            except Exception as exc:
+                if not _slot_on_the_move(exc):
+                    raise
+                if time.monotonic() + _REDIRECT_PAUSE > deadline:
+                    if isinstance(exc, redis_errors.RedisError):
+                        raise
+                    raise _client_failure(exc) from exc
+                await asyncio.sleep(_REDIRECT_PAUSE)
+
+    async def _send_once(self, call: Call) -> Any:
         if call.script is None:
             return await _command(self.client, *call.args)
         try:

@@ -2,13 +2,12 @@
 -- A session that timed out meanwhile stays in the schedule: the sweep reports it.
 -- A session rotated meanwhile: returns the handle it was rotated to (the
 -- client commits there).
--- KEYS[1] session; ARGV: now, idle|'', deadline|'', clear '1'|'0',
--- version read|'', the record as the commit leaves it, its ttl, anonymous
--- sessions tracked '1'|'0', name, value...
--- While the stored version is still the one the client read, the client's
--- record is stored as it is (returns 1): a merge costs more than everything
--- else here. Otherwise the changes are merged into the record as it is now
--- (returns the merged header).
+-- KEYS[1] session, KEYS[2] its user's index (a logged-in session's). ARGV:
+-- now, idle|'', deadline|'', clear '1'|'0', version read|'', the record as
+-- the commit leaves it, its ttl, then name, value... While the stored version
+-- is still the one the client read, the client's record is stored as it is
+-- (returns 1): a merge costs more than everything else here. Otherwise the
+-- changes are merged into the record as it is now (returns the merged header).
 local raw = redis.call('GET', KEYS[1])
 local forward = forward_of(raw)
 if forward then
@@ -18,12 +17,16 @@ local blob = record_of(raw)
 if not blob then
   return false
 end
+local index = index_of(KEYS[1], blob)
+if index and not declared[index] then
+  return need({ index })
+end
 local now = tonumber(ARGV[1])
 local stored, reply, ttl
 if ARGV[5] ~= '' and string.match(blob, '^%d+ %d+ %d+ %d+ (%d+)') == ARGV[5] then
   stored, reply, ttl = ARGV[6], 1, tonumber(ARGV[7])
 else
-  stored, reply, ttl = merge(blob, now, ARGV[2], ARGV[3], ARGV[4] == '1', 9)
+  stored, reply, ttl = merge(blob, now, ARGV[2], ARGV[3], ARGV[4] == '1', 8)
   if not stored then
     return redis.error_reply('SESSIONHUB malformed record')
   end
@@ -33,9 +36,7 @@ if ttl <= 0 then
   return false
 end
 redis.call('SET', KEYS[1], stored, 'PX', ttl)
--- Only logged-in sessions (and anonymous ones, when tracked) are in the books.
-if ARGV[8] == '1' or string.find(stored, '\n!u\t', 1, true) then
-  local b, digest = books(KEYS[1])
-  retrack(b, digest, stored, now, ttl)
+if index then
+  extend(index, ttl)
 end
 return reply

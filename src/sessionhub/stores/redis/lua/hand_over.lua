@@ -1,8 +1,10 @@
 -- The last step of a login that moves a session to another Cluster slot
 -- (RedisCommands._move in store.py): end the old record if it is still the
--- version the move copied, and report the move. KEYS[1] the old record. ARGV:
--- old handle, now, version copied, new handle, event ('authenticated' or
--- 'rotated'), maxlen, anonymous, the new record (for the event).
+-- version the move copied, and report the move. KEYS[1] the old record,
+-- KEYS[2] its schedule, KEYS[3] its stream, KEYS[4] its user's index (a
+-- logged-in session's). ARGV: old handle, now, version copied, new handle,
+-- event ('authenticated' or 'rotated'), maxlen, anonymous, the new record
+-- (for the event).
 -- Returns { 1 done | 0 gone | 2 changed since copied, the record if changed
 -- | 3 rotated by someone else, the handle it was rotated to, events }.
 -- The old key then forwards to the new handle for FORWARD_WINDOW ms: a retry
@@ -23,12 +25,12 @@ local _, _, _, _, version = header(blob)
 if version ~= tonumber(ARGV[3]) then
   return { 2, blob, {} }
 end
-local b, digest = books(KEYS[1])
-redis.call('SET', KEYS[1], FORWARD .. ARGV[4], 'PX', FORWARD_WINDOW)
-local index = untrack(b, digest, blob)
-if index then
-  settle(b, index)
+local index = index_of(KEYS[1], blob)
+if index and not declared[index] then
+  return need({ index })
 end
+redis.call('SET', KEYS[1], FORWARD .. ARGV[4], 'PX', FORWARD_WINDOW)
+untrack(KEYS[1], KEYS[2], blob)
 local opts = { maxlen = tonumber(ARGV[6]), anonymous = ARGV[7] }
-report(b, opts, ARGV[5], ARGV[4], tonumber(ARGV[2]), ARGV[8], { 'o', ARGV[1] })
+report(KEYS[3], opts, ARGV[5], ARGV[4], tonumber(ARGV[2]), ARGV[8], { 'o', ARGV[1] })
 return { 1, '', events }

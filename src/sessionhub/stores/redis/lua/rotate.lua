@@ -1,10 +1,13 @@
 -- Merge a commit and move the session to a new key, in one step; the old key
 -- forwards to the new one for FORWARD_WINDOW ms.
--- KEYS[1] old key, KEYS[2] new key. ARGV: now, idle|'', deadline|'', clear,
--- old handle, new handle, maxlen, anonymous, limit ('' for none), limit
--- policy, then name/value pairs as for apply.lua. A change that sets the
--- principal is a login: it is checked against the limit and reported as
--- 'authenticated'; a login onto a session of another principal changes nothing.
+-- KEYS[1] old record, KEYS[2] new record, KEYS[3] the old record's schedule,
+-- KEYS[4] the new one's, KEYS[5] the new one's stream, then the user's index
+-- (a logged-in session's) and, under a session limit, the records of the
+-- sessions in it. ARGV: now, idle|'', deadline|'', clear, old handle, new
+-- handle, maxlen, anonymous, limit ('' for none), limit policy, then
+-- name/value pairs as for apply.lua. A change that sets the principal is a
+-- login: it is checked against the limit and reported as 'authenticated'; a
+-- login onto a session of another principal changes nothing.
 -- Returns { 1 moved | 0 gone | -1 limit reached | -2 another principal's
 -- | 2 rotated by someone else: the handle it was rotated to, meta, events }.
 local raw = redis.call('GET', KEYS[1])
@@ -42,22 +45,34 @@ if ttl <= 0 then
   redis.call('DEL', KEYS[1])
   return { 0, {}, {} }
 end
-local old, old_digest = books(KEYS[1])
-local new, new_digest = books(KEYS[2])
-local opts = { maxlen = tonumber(ARGV[7]), anonymous = ARGV[8] }
-local user = field(merged, '!u')
-local index = user and index_key(new, user)
-if login and index and ARGV[9] ~= '' then
-  if not make_room(new, opts, string.sub(ARGV[6], 1, 1), index, now, tonumber(ARGV[9]), ARGV[10]) then
-    return { -1, {}, events }
+local wanted = {}
+local old_index = index_of(KEYS[1], blob)
+local index = index_of(KEYS[2], merged)
+for _, name in ipairs({ old_index or KEYS[1], index or KEYS[2] }) do
+  if not declared[name] then
+    wanted[#wanted + 1] = name
   end
 end
-redis.call('SET', KEYS[1], FORWARD .. ARGV[6], 'PX', FORWARD_WINDOW)
-local old_index = untrack(old, old_digest, blob)
-redis.call('SET', KEYS[2], merged, 'PX', ttl)
-track(new, opts, new_digest, merged, now, ttl)
-if old_index and old_index ~= index then
-  settle(old, old_index)
+if #wanted > 0 then
+  return need(wanted)
 end
-report(new, opts, login and 'authenticated' or 'rotated', ARGV[6], now, merged, { 'o', ARGV[5] })
+local opts = { maxlen = tonumber(ARGV[7]), anonymous = ARGV[8] }
+local plan
+if login and index and ARGV[9] ~= '' then
+  plan, wanted = plan_room(KEYS[2], index, now, tonumber(ARGV[9]), ARGV[10])
+  if not plan then
+    return wanted
+  elseif not plan.ok then
+    return { -1, {}, {} }
+  end
+end
+-- Checked: from here on, only writes.
+if plan then
+  make_room(plan, index, KEYS[4], KEYS[5], opts, string.sub(ARGV[6], 1, 1), now)
+end
+redis.call('SET', KEYS[1], FORWARD .. ARGV[6], 'PX', FORWARD_WINDOW)
+untrack(KEYS[1], KEYS[3], blob)
+redis.call('SET', KEYS[2], merged, 'PX', ttl)
+track(KEYS[2], KEYS[4], opts, merged, now, ttl)
+report(KEYS[5], opts, login and 'authenticated' or 'rotated', ARGV[6], now, merged, { 'o', ARGV[5] })
 return { 1, meta, events }

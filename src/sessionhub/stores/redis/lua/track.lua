@@ -1,14 +1,22 @@
 -- Shared by the scripts that add, move, end and sweep sessions: the books kept
--- next to the records. Every key below is named from a record key and keeps
--- its hash tag, so a script naming one stays in the slot of the key it was
--- called with (Cluster routes by that key):
---   <ns>:u:{tag}<user>  a user's index: zset of record digests, score = login time
---   <ns>:x:{tag}        the shard's expiry schedule: zset, score = expiry (ms)
---   <ns>:e:{tag}        the shard's event stream
+-- next to the records. Every key a script touches is one of its KEYS, as Redis
+-- requires (a Cluster refuses the others, and checks the declared ones before
+-- the script runs, so a slot that is half migrated stops the script before it
+-- writes anything). A script names the keys it needs from the record key it
+-- is given (same namespace, same hash tag, so the same Cluster slot):
+--   <ns>:s:{tag}<digest>  a session record
+--   <ns>:u:{tag}<user>    a user's index: zset of record digests, score = login time
+--   <ns>:x:{tag}          the shard's expiry schedule: zset, score = expiry (ms)
+--   <ns>:e:{tag}          the shard's event stream
+-- and when one it needs was not declared, it writes nothing and answers
+-- need(names): the client calls it again with those declared too. So every
+-- script checks first and writes last.
 -- A schedule member is the record's digest (22 characters), followed, for a
 -- logged-in session, by its user digest (22) and principal (JSON): the sweep
 -- can then report the session and clean its index once the record is gone.
--- `opts` holds the store's event settings: maxlen (0: no stream) and
+-- Schedule scores may lag behind a session's expiry as it slides: the sweep
+-- looks at a due record again and moves its entry to when Redis says it
+-- expires. `opts` holds the store's event settings: maxlen (0: no stream) and
 -- anonymous ('1': track and report sessions without a principal).
 
 local DIGEST = 22
@@ -19,13 +27,38 @@ local DIGEST = 22
 -- bring the session back. And, for FORWARD_WINDOW ms after a rotation (a
 -- login) moved its session to a new key: FORWARD and the new handle. A commit
 -- of a request that loaded the session before the rotation follows it (the
--- client sends it again to the new key: a script touches only its KEYS), so
--- its changes land in the rotated session; a read never does. Every script
--- reads both as "no session here": a record starts with a digit, these with "!".
+-- client sends it again to the new key), so its changes land in the rotated
+-- session; a read never does. Every script reads both as "no session here":
+-- a record starts with a digit, these with "!".
 local ENDED = '!'
 local FORWARD = '!>'
 local RETRY_WINDOW = 10000
 -- FORWARD_WINDOW comes from sessionhub.stores.base (see scripts.py).
+
+local declared = {}
+for _, key in ipairs(KEYS) do
+  declared[key] = true
+end
+
+-- The answer of a script that needs `names` declared too: it wrote nothing.
+local function need(names)
+  local reply = { '?' }
+  for _, name in ipairs(names) do
+    reply[#reply + 1] = name
+  end
+  return reply
+end
+
+-- Those of `names` that were not declared.
+local function undeclared(names)
+  local missing = {}
+  for _, name in ipairs(names) do
+    if not declared[name] then
+      missing[#missing + 1] = name
+    end
+  end
+  return missing
+end
 
 -- The record in a key's value, or nil (none, ended or forwarded).
 local function record_of(raw)
@@ -52,27 +85,35 @@ local function split_key(key)
   return string.match(key, '^(.*):%a:{([^}]*)}(.*)$')
 end
 
-local function books(key)
-  local ns, tag, rest = split_key(key)
-  return {
-    ns = ns,
-    tag = tag,
-    schedule = ns .. ':x:{' .. tag .. '}',
-    stream = ns .. ':e:{' .. tag .. '}',
-  }, rest
+-- The digest a record key names.
+local function digest_of(key)
+  local _, _, digest = split_key(key)
+  return digest
 end
 
-local function record_key(b, digest)
-  return b.ns .. ':s:{' .. b.tag .. '}' .. digest
+-- The name of a key of the same namespace and tag as `key`.
+local function sibling(key, kind, rest)
+  local ns, tag = split_key(key)
+  return ns .. ':' .. kind .. ':{' .. tag .. '}' .. (rest or '')
 end
 
-local function index_key(b, user)
-  return b.ns .. ':u:{' .. b.tag .. '}' .. user
+local function record_key(key, digest)
+  return sibling(key, 's', digest)
+end
+
+local function index_key(key, user)
+  return sibling(key, 'u', user)
 end
 
 -- The value of metadata field `name` of a record, or nil.
 local function field(blob, name)
   return string.match(blob, '\n' .. name .. '\t([^\n]*)')
+end
+
+-- The user index a record belongs to (a logged-in session's), or nil.
+local function index_of(key, blob)
+  local user = field(blob, '!u')
+  return user and index_key(key, user)
 end
 
 local function principal_text(json)
@@ -104,15 +145,15 @@ end
 
 local events = {}
 
-local function emit(b, opts, fields)
+local function emit(stream, opts, fields)
   if opts.maxlen > 0 then
-    redis.call('XADD', b.stream, 'MAXLEN', '~', opts.maxlen, '*', unpack(fields))
+    redis.call('XADD', stream, 'MAXLEN', '~', opts.maxlen, '*', unpack(fields))
   end
   events[#events + 1] = fields
 end
 
 -- Report an event about a record (nothing for an anonymous session, unless tracked).
-local function report(b, opts, kind, handle, now, blob, extra)
+local function report(stream, opts, kind, handle, now, blob, extra)
   local principal = principal_text(field(blob, '!p'))
   if not principal and opts.anonymous ~= '1' then
     return
@@ -132,71 +173,37 @@ local function report(b, opts, kind, handle, now, blob, extra)
     fields[#fields + 1] = 'x'
     fields[#fields + 1] = fmt(math.min(accessed + idle, deadline))
   end
-  emit(b, opts, fields)
+  emit(stream, opts, fields)
 end
 
--- Enter a stored record in its user's index and in the schedule.
-local function track(b, opts, digest, blob, now, ttl)
-  local member, user = member_of(digest, blob)
+-- Enter a record stored at `key` in its user's index and in the schedule.
+local function track(key, schedule, opts, blob, now, ttl)
+  local member, user = member_of(digest_of(key), blob)
   if user then
-    local index = index_key(b, user)
+    local index = index_key(key, user)
     local since = tonumber(field(blob, '!a') or '') or header(blob)
-    redis.call('ZADD', index, since, digest)
+    redis.call('ZADD', index, since, digest_of(key))
     extend(index, ttl)
   elseif opts.anonymous ~= '1' then
     return
   end
-  redis.call('ZADD', b.schedule, now + ttl, member)
+  redis.call('ZADD', schedule, now + ttl, member)
 end
 
--- A tracked record's expiry moved: follow it (a no-op for untracked ones).
-local function retrack(b, digest, blob, now, ttl)
-  local member, user = member_of(digest, blob)
+-- Take the record stored at `key` out of the schedule and its user's index
+-- (an index left empty goes with its last entry).
+local function untrack(key, schedule, blob)
+  local member, user = member_of(digest_of(key), blob)
+  redis.call('ZREM', schedule, member)
   if user then
-    extend(index_key(b, user), ttl)
-  end
-  redis.call('ZADD', b.schedule, 'XX', now + ttl, member)
-end
-
--- Take a record out of the books; returns its user's index key, if any.
-local function untrack(b, digest, blob)
-  local member, user = member_of(digest, blob)
-  redis.call('ZREM', b.schedule, member)
-  if user then
-    local index = index_key(b, user)
-    redis.call('ZREM', index, digest)
-    return index
-  end
-  return nil
-end
-
--- After sessions left an index: drop entries whose record is gone, and let
--- the index live exactly as long as its longest-lived session.
-local function settle(b, index)
-  local longest = 0
-  for _, digest in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    local ttl = redis.call('PTTL', record_key(b, digest))
-    if ttl == -2 then
-      redis.call('ZREM', index, digest)
-    elseif ttl > longest then
-      longest = ttl
-    end
-  end
-  if longest > 0 then
-    redis.call('PEXPIRE', index, longest)
-  else
-    redis.call('DEL', index)
+    redis.call('ZREM', index_key(key, user), digest_of(key))
   end
 end
 
--- End one session on purpose: delete it, untrack it, report why ('' reports
--- nothing: the session lives on under another key). False if already gone.
-local function finish(b, opts, shard, digest, now, reason)
-  local key = record_key(b, digest)
-  local blob = get_record(key)
-  if not blob then
-    return false, nil
-  end
+-- End the session whose record `blob` is at `key` on purpose: delete it,
+-- untrack it, report why ('' reports nothing: the session lives on under
+-- another key).
+local function finish(key, schedule, stream, opts, shard, blob, now, reason)
   local created = header(blob)
   local age = now - (created or 0)
   if reason ~= 'logout' and reason ~= '' and age < RETRY_WINDOW then
@@ -205,34 +212,52 @@ local function finish(b, opts, shard, digest, now, reason)
   else
     redis.call('DEL', key)
   end
-  local index = untrack(b, digest, blob)
+  untrack(key, schedule, blob)
   if reason ~= '' then
-    report(b, opts, 'deleted', shard .. digest, now, blob, { 'r', reason })
+    report(stream, opts, 'deleted', shard .. digest_of(key), now, blob, { 'r', reason })
   end
-  return true, index
 end
 
--- Make room in a user's index for one more session: end the oldest ones, or
--- return false when the policy is to refuse.
-local function make_room(b, opts, shard, index, now, max, policy)
-  local live = {}
-  for _, digest in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    if get_record(record_key(b, digest)) then
-      live[#live + 1] = digest
+-- The sessions of an index, read (not changed) to make room for one more:
+-- the live ones oldest first and the records of those to end, or need(...)
+-- when some member's record key was not declared. `ok` is false when the
+-- policy is to refuse and there is no room.
+local function plan_room(key, index, now, max, policy)
+  local members = redis.call('ZRANGE', index, 0, -1)
+  local keys = {}
+  for i, digest in ipairs(members) do
+    keys[i] = record_key(key, digest)
+  end
+  local missing = undeclared(keys)
+  if #missing > 0 then
+    return nil, need(missing)
+  end
+  local live, gone = {}, {}
+  for i, digest in ipairs(members) do
+    local blob = get_record(keys[i])
+    if blob then
+      live[#live + 1] = { keys[i], blob }
     else
-      redis.call('ZREM', index, digest)
+      gone[#gone + 1] = digest
     end
   end
   local excess = #live - max + 1
-  if excess <= 0 then
-    return true
+  if excess > 0 and policy == 'refuse' then
+    return { ok = false }
   end
-  if policy == 'refuse' then
-    return false
+  local ending = {}
+  for i = 1, math.max(excess, 0) do
+    ending[i] = live[i]
   end
-  for i = 1, excess do
-    finish(b, opts, shard, live[i], now, 'limit')
+  return { ok = true, ending = ending, gone = gone }
+end
+
+-- Carry out a plan of plan_room's.
+local function make_room(plan, index, schedule, stream, opts, shard, now)
+  for _, digest in ipairs(plan.gone) do
+    redis.call('ZREM', index, digest)
   end
-  settle(b, index)
-  return true
+  for _, entry in ipairs(plan.ending) do
+    finish(entry[1], schedule, stream, opts, shard, entry[2], now, 'limit')
+  end
 end
