@@ -93,7 +93,9 @@ def test_urls(url: str, expected: Target) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("http://:hunter2@h", "unsupported Redis URL scheme"),
+        ("http://:hunter2@h", "unsupported Redis URL scheme 'http'"),
+        ("default:hunter2@h:6379", "no scheme"),  # forgotten: all of it would be the scheme
+        ("hunter2hunter2hunter2://h", "no scheme"),
         ("redis://:hunter2@h?socket_timeout=9", "unknown option"),
         ("redis://:hunter2@a:1,b:2", "one server"),
         ("redis://:hunter2@h/zero", "must be a number"),

@@ -30,6 +30,7 @@ the command may have run.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import threading
 import time
@@ -87,6 +88,8 @@ _SCHEMES: dict[str, tuple[Kind, bool]] = {
     "redis+cluster": ("cluster", False),
     "rediss+cluster": ("cluster", True),
 }
+# What a URL scheme may be (RFC 3986), short enough to be one of ours: only such is shown.
+_SCHEME_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,19}")
 _QUERY_OPTIONS: dict[Kind, set[str]] = {
     "standalone": {"db"},
     "sentinel": {"sentinel_username", "sentinel_password"},
@@ -146,10 +149,13 @@ def parse_address(text: str, default_port: int) -> Address:
 
 def parse_url(url: str) -> Target:
     """The deployment a Redis URL names. Errors never repeat the URL (it may hold a password)."""
-    scheme, _, rest = url.partition("://")
+    scheme, has_scheme, rest = url.partition("://")
+    if not has_scheme or not _SCHEME_SHAPE.fullmatch(scheme):
+        # Without "://" the whole URL would pass for the scheme: "user:secret@host".
+        raise ValueError(f"the Redis URL has no scheme; start it with one of {', '.join(_SCHEMES)}")
     if scheme.lower() not in _SCHEMES or not rest:
         raise ValueError(
-            f"unsupported Redis URL scheme {scheme[:20]!r}; use one of {', '.join(_SCHEMES)}"
+            f"unsupported Redis URL scheme {scheme!r}; use one of {', '.join(_SCHEMES)}"
         )
     kind, tls = _SCHEMES[scheme.lower()]
     parts = urlsplit(f"x://{rest}")
