@@ -3,6 +3,8 @@ by `sessionhub admin`."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import os
 import random
@@ -10,7 +12,8 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio
+import uvicorn
 from playwright.sync_api import Dialog, Page, expect
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
@@ -243,6 +247,66 @@ async def asgi_get(app: Any, path: str, **kwargs: Any) -> httpx.Response:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://admin.test") as client:
         return await client.request(kwargs.pop("method", "GET"), path, **kwargs)
+
+
+@asynccontextmanager
+async def served(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """`app` served by uvicorn on a free loopback port, and a client of it."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "uvicorn did not start"
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@contextmanager
+def quiet_client() -> Iterator[None]:
+    """The test's own HTTP client would log a session id in its request lines: silenced
+    meanwhile (once uvicorn has started: its logging set-up enables every logger again)."""
+    client_log = logging.getLogger("httpx")
+    client_log.disabled = True
+    try:
+        yield
+    finally:
+        client_log.disabled = False
+
+
+async def test_no_page_repeats_a_session_id(
+    manager: AsyncSessionManager, redis_client: redis.Redis
+) -> None:
+    sync = SessionManager(RedisStore(redis_client))
+    session = sync.load(None)
+    sync.login(session, "carol")
+    session_id = sync.commit(session).id
+    assert session_id is not None
+    async with served(AdminApp(manager, authenticate=lambda request: "ops")) as client:
+        page = await client.get("/", params={"user": "carol"})
+        [token] = re.findall(r'name="csrf" value="([^"]+)"', page.text)[:1]
+        with quiet_client():  # an operator pastes the id where the dashboard takes text
+            answers = [
+                await client.get("/", params={"user": session_id}),
+                await client.get("/", params={"user": f"x{session_id}"}),
+                await client.post("/end-user", data={"user": session_id, "csrf": token}),
+                await client.post("/end", data={"handle": session_id, "csrf": token}),
+                await client.post(
+                    "/end", data={"handle": session.handle, "user": session_id, "csrf": token}
+                ),
+            ]
+    pieces = [session_id[i : i + 12] for i in range(len(session_id) - 11)]
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert not any(piece in answer.text for piece in pieces)
+        assert not any(piece in str(answer.headers) for piece in pieces)
+    assert "looks like a session id" in answers[0].text
+    assert not sync.load(session_id).is_new  # nothing was ended
 
 
 async def test_no_hook_means_nobody_gets_in(manager: AsyncSessionManager) -> None:

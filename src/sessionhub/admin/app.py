@@ -42,7 +42,7 @@ from ..connect import async_redis_client
 from ..errors import StoreUnavailable
 from ..events import Reason
 from ..hooks import base_store
-from ..ids import is_handle
+from ..ids import is_handle, looks_like_id
 from ..manager import AsyncSessionManager
 from ..stores.redis import AsyncRedisStore
 from ..stores.redis.survey import events_since, live_sessions, recent_events
@@ -57,6 +57,11 @@ Receive = Any
 Send = Any
 
 _MAX_USER = 512
+# Never repeated: the page shows no session id, even one an operator pasted by mistake.
+_NOT_A_USER = (
+    "That looks like a session id (a cookie's value), not a user name: it was neither "
+    "looked up nor shown. Search by the user's name; sessions are ended by their handle."
+)
 _OPERATOR = "sessionhub.operator"
 _NONCE = "sessionhub.nonce"
 
@@ -173,6 +178,8 @@ class AdminApp:
 
     async def show(self, request: Request) -> Response:
         user = request.query_params.get("user", "").strip()[:_MAX_USER] or None
+        if user is not None and looks_like_id(user):
+            return _error(request, _NOT_A_USER, 400)
         operator: str = request.scope[_OPERATOR]
         commands = self.store.commands
         now = time.time()
@@ -209,6 +216,8 @@ class AdminApp:
         user = fields.get("user", "").strip()
         if len(user) > _MAX_USER:
             return _error(request, "That user name is too long.", 400)
+        if looks_like_id(user):
+            return _error(request, _NOT_A_USER, 400)
         fields["user"] = user
         return fields
 
