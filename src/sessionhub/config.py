@@ -59,7 +59,15 @@ from .web.resolvers import (
     IdResolver,
 )
 
-__all__ = ["ClientCacheSettings", "ConfigError", "ExpirySettings", "Settings", "nest"]
+__all__ = [
+    "AdminSettings",
+    "ClientCacheSettings",
+    "ConfigError",
+    "ExpirySettings",
+    "Settings",
+    "SignInLimits",
+    "nest",
+]
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "sessionhub_config_file", default=None
@@ -119,6 +127,30 @@ class ClientCacheSettings(BaseModel):
     heartbeat: float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
 
+class SignInLimits(BaseModel):
+    """Failed sign-ins the admin dashboard takes before it makes clients wait
+    (`sessionhub.admin.throttle`): a burst, then one more per interval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Failed sign-ins one client (address; IPv6: its /64) may make in a row...
+    client_failures: int = Field(default=5, ge=1)
+    #: ...then one more every this many seconds.
+    client_interval: float = Field(default=20.0, gt=0, allow_inf_nan=False)
+    #: Failed sign-ins of all clients together in a row...
+    total_failures: int = Field(default=50, ge=1)
+    #: ...then one more every this many seconds.
+    total_interval: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+
+
+class AdminSettings(BaseModel):
+    """The admin dashboard (`sessionhub.admin`, `sessionhub admin`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sign_in: SignInLimits = Field(default_factory=SignInLimits)
+
+
 class Settings(BaseSettings):
     """Everything sessionhub can be told. Build it with `Settings.load()`."""
 
@@ -165,6 +197,8 @@ class Settings(BaseSettings):
     stream_length: int = Field(default=10_000, ge=0)
     #: The expiry worker (`expired` events): off unless enabled.
     expiry: ExpirySettings = Field(default_factory=ExpirySettings)
+    #: The admin dashboard: how many failed sign-ins it takes.
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     _memory: MemoryStore | None = PrivateAttr(default=None)
 
@@ -342,6 +376,7 @@ def _misspelt_variables(environ: Mapping[str, str]) -> list[str]:
         "client_binding": ClientBinding,
         "session_limit": SessionLimit,
         "expiry": ExpirySettings,
+        "admin": AdminSettings,
     }
     problems = []
     for section, kind in sections.items():
