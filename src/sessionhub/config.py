@@ -279,12 +279,16 @@ class Settings(BaseSettings):
 
     def lifecycle(self, **options: Any) -> Lifecycle:
         """The lifecycle rules; `options` go to `Lifecycle` (e.g. a test clock)."""
-        key = self.digest_key.get_secret_value().encode() if self.digest_key else b""
         options.setdefault("timeouts", self.timeouts)
-        options.setdefault("ids", IdScheme(digest_key=key))
+        options.setdefault("ids", self.id_scheme())
         options.setdefault("degrade_when_unavailable", self.degrade_when_unavailable)
         options.setdefault("session_limit", self.session_limit)
         return Lifecycle(**options)
+
+    def id_scheme(self) -> IdScheme:
+        """The id scheme of the managers these settings build."""
+        key = self.digest_key.get_secret_value().encode() if self.digest_key else b""
+        return IdScheme(digest_key=key)
 
     def session_manager(self, **options: Any) -> SessionManager:
         """A manager for synchronous code (WSGI, Flask, Django)."""
@@ -338,13 +342,16 @@ class Settings(BaseSettings):
         chosen = [by_name[name] for name in dict.fromkeys(self.resolvers)]
         return chosen[0] if len(chosen) == 1 else CompositeResolver(chosen)
 
-    def flow(self) -> SessionFlow:
+    def flow(self, ids: IdScheme | None = None) -> SessionFlow:
+        """The request flow; `ids`: the scheme of the manager it serves, if not these
+        settings' (it tells the id among several candidates)."""
         return SessionFlow(
             self.resolver(),
             cache_control=self.cache_control,
             clear_site_data=self.clear_site_data,
             retry_after=self.retry_after,
             binding=self.client_binding,
+            ids=ids or self.id_scheme(),
         )
 
 

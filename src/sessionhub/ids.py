@@ -91,13 +91,19 @@ class IdScheme:
         session_id = shard + self._token_factory()
         return SessionRef(session_id, shard, shard + _digest(session_id.encode(), self._digest_key))
 
+    def well_formed(self, raw: str) -> bool:
+        """Whether `raw` has exactly the shape this scheme issues (no digest is made)."""
+        return (
+            0 < len(raw) <= MAX_ID_LENGTH
+            and raw[0] in _SHARD_INDEX
+            and self._token_shape.fullmatch(raw, 1) is not None
+        )
+
     def parse(self, raw: str | None) -> SessionRef | None:
-        """The id if `raw` has exactly the shape this scheme issues, else None."""
-        if not raw or len(raw) > MAX_ID_LENGTH:
+        """The id if `raw` is `well_formed`, else None."""
+        if not raw or not self.well_formed(raw):
             return None
         shard = raw[0]
-        if shard not in _SHARD_INDEX or not self._token_shape.fullmatch(raw, 1):
-            return None
         return SessionRef(raw, shard, shard + _digest(raw.encode(), self._digest_key))
 
     def shard_of(self, principal: str) -> str:
