@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,6 +69,16 @@ __all__ = [
     "SignInLimits",
     "nest",
 ]
+
+logger = logging.getLogger("sessionhub")
+
+_MEMORY_BY_DEFAULT = (
+    "sessionhub: no store is set, so sessions are kept in this process's memory: no other "
+    "process sees them (each gunicorn worker, each instance issues its own) and a restart "
+    "loses them. To share them, set SESSIONHUB_STORE=redis and "
+    "SESSIONHUB_REDIS__URL=redis://host:6379/0; to keep them here, SESSIONHUB_STORE=memory "
+    "says so and silences this."
+)
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "sessionhub_config_file", default=None
@@ -254,7 +265,8 @@ class Settings(BaseSettings):
             return data
         data = dict(data)
         prod = data.get("profile", "dev") == "prod"
-        data.setdefault("store", "redis" if prod else "memory")
+        if prod:
+            data.setdefault("store", "redis")  # under dev, the default: see `memory_store`
         cookie = data.get("cookie", {})
         if isinstance(cookie, Mapping):
             if prod and _host_prefix_fits(cookie):
@@ -319,8 +331,14 @@ class Settings(BaseSettings):
         }
 
     def memory_store(self) -> MemoryStore:
-        """The in-process store, shared by every manager these settings build."""
+        """The in-process store, shared by every manager these settings build.
+
+        Made when the first manager is, at start-up; if no setting chose it, with
+        a warning: sessions that stay in one process are lost to every other.
+        """
         if self._memory is None:
+            if "store" not in self.model_fields_set:
+                logger.warning(_MEMORY_BY_DEFAULT)
             self._memory = MemoryStore(anonymous_events=self.anonymous_events)
         return self._memory
 
