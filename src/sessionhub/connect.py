@@ -49,7 +49,7 @@ import redis.asyncio.sentinel
 import redis.cluster
 import redis.retry
 import redis.sentinel
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.typing import EncodableT
@@ -211,9 +211,15 @@ def parse_url(url: str) -> Target:
     return Target("cluster", addresses, **common)
 
 
+#: The highest database index any Redis can have (its `databases` is at most 2^31 - 1).
+MAX_DB = 2**31 - 2
+
+
 def _db(text: str) -> int:
     if not text.isdigit():
         raise ValueError("the Redis database must be a number")
+    if int(text) > MAX_DB:
+        raise ValueError(f"the Redis database must be a number from 0 to {MAX_DB}")
     return int(text)
 
 
@@ -235,7 +241,7 @@ class RedisSettings(BaseModel):
     port: int = 6379
     username: str | None = None
     password: SecretStr | None = None
-    db: int = 0
+    db: int = Field(default=0, ge=0, le=MAX_DB)
 
     #: Sentinel: "host:port" of each sentinel, and the name of the monitored service.
     sentinels: list[str] = Field(default_factory=list)
@@ -262,6 +268,13 @@ class RedisSettings(BaseModel):
     #: Jittered exponential backoff between retries: base and cap, seconds.
     backoff_base: float = Field(default=0.02, ge=0)
     backoff_cap: float = Field(default=0.1, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _parse_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parse_url(url)  # a malformed URL is an error named redis.url
+        return url
 
     @model_validator(mode="after")
     def _check(self) -> RedisSettings:
