@@ -46,8 +46,11 @@ def ids(data: bytes) -> None:
 def cookies(data: bytes) -> None:
     """A Cookie and an id header, as a server decodes them (latin-1)."""
     text = data.decode("latin-1")
-    for presented in (COOKIES.read({"cookie": text}), HEADERS.read({"x-session-id": text})):
-        if presented is not None and presented.value is not None:
+    for presented in [
+        *COOKIES.candidates({"cookie": text}),
+        *HEADERS.candidates({"x-session-id": text}),
+    ]:
+        if presented.value is not None:
             SCHEME.parse(presented.value)
 
 

@@ -3,6 +3,8 @@ by `sessionhub admin`."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import os
 import random
@@ -10,7 +12,8 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +21,20 @@ import httpx
 import pytest
 import redis
 import redis.asyncio
+import uvicorn
 from playwright.sync_api import Dialog, Page, expect
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
 from sessionhub import AsyncSessionManager, MemoryStore, RedisStore, SessionManager
-from sessionhub.admin import AdminApp, CsrfTokens, PasswordAuth
+from sessionhub.admin import AdminApp, CsrfTokens, PasswordAuth, SignInThrottle
 from sessionhub.admin.chart import bucket
+from sessionhub.admin.throttle import client_key
 from sessionhub.events import Event, EventType
 from sessionhub.ids import SHARD_ALPHABET, IdScheme
 from sessionhub.stores.redis import AsyncRedisStore
 from tests.browser import chromium
+from tests.harness import FakeClock
 from tests.servers import RedisServer, free_port
 from tests.web_apps import ROOT, AppServer, server_env
 
@@ -245,6 +251,66 @@ async def asgi_get(app: Any, path: str, **kwargs: Any) -> httpx.Response:
         return await client.request(kwargs.pop("method", "GET"), path, **kwargs)
 
 
+@asynccontextmanager
+async def served(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """`app` served by uvicorn on a free loopback port, and a client of it."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "uvicorn did not start"
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@contextmanager
+def quiet_client() -> Iterator[None]:
+    """The test's own HTTP client would log a session id in its request lines: silenced
+    meanwhile (once uvicorn has started: its logging set-up enables every logger again)."""
+    client_log = logging.getLogger("httpx")
+    client_log.disabled = True
+    try:
+        yield
+    finally:
+        client_log.disabled = False
+
+
+async def test_no_page_repeats_a_session_id(
+    manager: AsyncSessionManager, redis_client: redis.Redis
+) -> None:
+    sync = SessionManager(RedisStore(redis_client))
+    session = sync.load(None)
+    sync.login(session, "carol")
+    session_id = sync.commit(session).id
+    assert session_id is not None
+    async with served(AdminApp(manager, authenticate=lambda request: "ops")) as client:
+        page = await client.get("/", params={"user": "carol"})
+        [token] = re.findall(r'name="csrf" value="([^"]+)"', page.text)[:1]
+        with quiet_client():  # an operator pastes the id where the dashboard takes text
+            answers = [
+                await client.get("/", params={"user": session_id}),
+                await client.get("/", params={"user": f"x{session_id}"}),
+                await client.post("/end-user", data={"user": session_id, "csrf": token}),
+                await client.post("/end", data={"handle": session_id, "csrf": token}),
+                await client.post(
+                    "/end", data={"handle": session.handle, "user": session_id, "csrf": token}
+                ),
+            ]
+    pieces = [session_id[i : i + 12] for i in range(len(session_id) - 11)]
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert not any(piece in answer.text for piece in pieces)
+        assert not any(piece in str(answer.headers) for piece in pieces)
+    assert "looks like a session id" in answers[0].text
+    assert not sync.load(session_id).is_new  # nothing was ended
+
+
 async def test_no_hook_means_nobody_gets_in(manager: AsyncSessionManager) -> None:
     app = AdminApp(manager)
     for method, path in (("GET", "/"), ("POST", "/end"), ("POST", "/end-user"), ("GET", "/x")):
@@ -269,6 +335,78 @@ async def test_a_hook_refusing_with_a_challenge_gets_401(manager: AsyncSessionMa
         return None
 
     assert (await asgi_get(AdminApp(manager, authenticate=refuse), "/")).status_code == 403
+
+
+PASSWORD = "correct horse battery"
+WRONG = ("ops", "wrong password!")
+
+
+def from_address(host: str) -> httpx.AsyncHTTPTransport:
+    """A transport whose connections come from `host` (any of 127.0.0.0/8 is this machine)."""
+    return httpx.AsyncHTTPTransport(local_address=host)
+
+
+async def test_failed_sign_ins_are_throttled_per_client_and_in_total(
+    manager: AsyncSessionManager,
+) -> None:
+    clock = FakeClock()
+    throttle = SignInThrottle(
+        client_failures=3, client_interval=10, total_failures=5, total_interval=4, clock=clock
+    )
+    app = AdminApp(manager, authenticate=PasswordAuth(PASSWORD), throttle=throttle)
+    async with served(app) as alice:
+        base = str(alice.base_url)
+        async with (
+            httpx.AsyncClient(base_url=base, transport=from_address("127.0.0.2")) as bob,
+            httpx.AsyncClient(base_url=base, transport=from_address("127.0.0.3")) as carol,
+        ):
+            # One client: three wrong passwords, then it waits, the right password too.
+            assert [(await alice.get("/", auth=WRONG)).status_code for _ in range(3)] == [401] * 3
+            for credentials in (WRONG, ("ops", PASSWORD)):
+                refused = await alice.get("/", auth=credentials)
+                assert refused.status_code == 429
+                assert refused.headers["retry-after"] == "10"
+                assert "Too many failed sign-ins: try again in 10 seconds" in refused.text
+            assert "www-authenticate" not in refused.headers
+            # Another client is not held up by the first...
+            assert (await bob.get("/", auth=("ops", PASSWORD))).status_code == 200
+            assert [(await bob.get("/", auth=WRONG)).status_code for _ in range(2)] == [401] * 2
+            # ...until all of them together have failed five times in a row.
+            for client in (bob, carol):
+                held = await client.get("/", auth=("ops", PASSWORD))
+                assert held.status_code == 429
+                assert held.headers["retry-after"] == "4"
+            clock.advance(4)
+            assert (await carol.get("/", auth=("ops", PASSWORD))).status_code == 200
+            # The first client's wait runs on, to the second.
+            assert (await alice.get("/", auth=("ops", PASSWORD))).headers["retry-after"] == "6"
+            clock.advance(5.5)
+            assert (await alice.get("/", auth=("ops", PASSWORD))).headers["retry-after"] == "1"
+            clock.advance(0.5)
+            assert (await alice.get("/", auth=("ops", PASSWORD))).status_code == 200
+            assert (await alice.get("/", auth=WRONG)).status_code == 401  # one regained try
+            assert (await alice.get("/", auth=WRONG)).status_code == 429
+
+
+async def test_a_sign_in_that_succeeds_costs_nothing(manager: AsyncSessionManager) -> None:
+    throttle = SignInThrottle(client_failures=2, clock=FakeClock())
+    app = AdminApp(manager, authenticate=PasswordAuth(PASSWORD), throttle=throttle)
+    async with served(app) as client:
+        pages = [await client.get("/", auth=("ops", PASSWORD)) for _ in range(20)]
+        assert {page.status_code for page in pages} == {200}
+        assert (await client.get("/", auth=WRONG)).status_code == 401
+        assert (await client.get("/", auth=("ops", PASSWORD))).status_code == 200
+
+
+def test_the_throttles_client_is_its_address_or_ipv6_64() -> None:
+    assert client_key("10.0.0.7") == "10.0.0.7"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9")
+    assert client_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:10.0.0.7") == "10.0.0.7"
+    assert client_key(None) == ""
+    with pytest.raises(ValueError, match="positive interval"):
+        SignInThrottle(client_interval=0)
 
 
 async def test_redis_down_is_a_503_page_not_a_crash() -> None:
@@ -304,31 +442,17 @@ def test_csrf_tokens_are_bound_to_the_operator_and_expire() -> None:
         assert not tokens.valid(forged, "ops", now=1030)
 
 
-def test_sessionhub_admin_serves_the_dashboard_behind_a_password(
-    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
-) -> None:
-    manager = SessionManager(RedisStore(redis_client))
-    session = manager.load(None)
-    manager.login(session, "carol")
-    session_id = manager.commit(session).id
+@contextmanager
+def sessionhub_admin(url: str, tmp_path: Path, **env: str) -> Iterator[str]:
+    """`sessionhub admin` serving the Redis at `url` (password PASSWORD; more settings in
+    `env`); its base URL once it answers (its first answer, a 401, is one failed sign-in)."""
     port = free_port()
-    env = {
-        **os.environ,
-        "SESSIONHUB_ADMIN_PASSWORD": "correct horse battery",
-        "PYTHONPATH": str(ROOT),
-    }
-    args = [
-        sys.executable,
-        "-m",
-        "sessionhub.cli",
-        "admin",
-        "--port",
-        str(port),
-        "--url",
-        redis_server.url,
-    ]
+    environ = {**os.environ, "SESSIONHUB_ADMIN_PASSWORD": PASSWORD, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "sessionhub.cli", "admin", "--port", str(port), "--url", url]
     log = (tmp_path / "admin.log").open("wb")
-    process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    process = subprocess.Popen(
+        args, env={**environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -341,17 +465,49 @@ def test_sessionhub_admin_serves_the_dashboard_behind_a_password(
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
         assert first.status_code == 401
-        with httpx.Client(base_url=base, auth=("ops", "correct horse battery")) as client:
-            page = client.get("/", params={"user": "carol"})
-            assert page.status_code == 200
-            [token] = re.findall(r'name="csrf" value="([^"]+)"', page.text)[:1]
-            ended = client.post(
-                "/end-user", data={"user": "carol", "csrf": token}, headers={"Origin": base}
-            )
-            assert ended.status_code == 303
-            assert ended.headers["location"] == "./?user=carol&done=ended-all"
-        assert manager.load(session_id).is_new
+        yield base
     finally:
         process.terminate()
         process.wait(10)
         log.close()
+
+
+def test_sessionhub_admin_serves_the_dashboard_behind_a_password(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    manager = SessionManager(RedisStore(redis_client))
+    session = manager.load(None)
+    manager.login(session, "carol")
+    session_id = manager.commit(session).id
+    with (
+        sessionhub_admin(redis_server.url, tmp_path) as base,
+        httpx.Client(base_url=base, auth=("ops", PASSWORD)) as client,
+    ):
+        page = client.get("/", params={"user": "carol"})
+        assert page.status_code == 200
+        [token] = re.findall(r'name="csrf" value="([^"]+)"', page.text)[:1]
+        ended = client.post(
+            "/end-user", data={"user": "carol", "csrf": token}, headers={"Origin": base}
+        )
+        assert ended.status_code == 303
+        assert ended.headers["location"] == "./?user=carol&done=ended-all"
+    assert manager.load(session_id).is_new
+
+
+@pytest.mark.parametrize(
+    ("env", "failures"),
+    [({}, 5), ({"SESSIONHUB_ADMIN__SIGN_IN__CLIENT_FAILURES": "3"}, 3)],
+)
+def test_sessionhub_admin_makes_a_guesser_wait(
+    redis_server: RedisServer, tmp_path: Path, env: dict[str, str], failures: int
+) -> None:
+    with (
+        sessionhub_admin(redis_server.url, tmp_path, **env) as base,
+        httpx.Client(base_url=base) as guesser,
+    ):
+        answers = [guesser.get("/", auth=WRONG).status_code for _ in range(300)]
+        right = guesser.get("/", auth=("ops", PASSWORD))
+    # The first answer, to no password at all, was a failure already.
+    assert answers == [401] * (failures - 1) + [429] * (301 - failures)
+    assert right.status_code == 429
+    assert 1 <= int(right.headers["retry-after"]) <= 20

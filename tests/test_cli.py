@@ -203,12 +203,12 @@ def test_end_every_session_of_a_user(sessions: Sessions, url: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["sessions", "show", "not-a-handle"], "'not-a-handle' is not a session handle"),
-        (["sessions", "end", "x" * 300], "is not a session handle"),
+        (["sessions", "show", "not-a-handle"], "not a session handle (12 characters)"),
+        (["sessions", "end", "x" * 300], "looks like a session id"),
         (["sessions", "end"], "give a session handle or --user, not both"),
         (["sessions", "end", "A" * 23, "--user", "alice"], "not both"),
         (["sessions", "list", "--user", ""], "principal must be a non-empty string"),
-        (["monitor", "--from", "yesterday"], "--from 'yesterday'"),
+        (["monitor", "--from", "yesterday"], "--from takes $, 0, an event id"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -222,6 +222,55 @@ def test_bad_input_is_one_line_and_exit_2(
     assert line.startswith("error: ")
     assert message in line
     assert sessions.alive(handle)  # nothing was ended
+
+
+def fragments(session_id: str, size: int = 12) -> list[str]:
+    """Every piece of `session_id` long enough to be worth finding in an output."""
+    return [session_id[i : i + size] for i in range(len(session_id) - size + 1)]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sessions", "end", "{id}"],
+        ["sessions", "show", "{id}"],
+        ["sessions", "end", "--user", "{id}"],
+        ["sessions", "list", "--user", "{id}"],
+        ["sessions", "end", "A" * 23, "{id}"],  # an extra argument
+        ["sessions", "{id}"],  # no such command
+        ["{id}"],
+        ["monitor", "--from", "{id}"],
+        ["monitor", "--from", "-{id}"],
+        ["stats", "--config", "{id}"],
+        ["stats", "--url", "{id}"],
+        ["stats", "--url", "x{id}://host"],
+    ],
+)
+def test_no_message_repeats_a_session_id(sessions: Sessions, url: str, args: list[str]) -> None:
+    handle = sessions.login("alice")
+    session_id = sessions.ids[handle]
+    given = [arg.replace("{id}", session_id) for arg in args]
+    result = run(*given, url=url) if "--url" not in args else CliRunner().invoke(app, given)
+    assert result.exit_code == 2, result.output
+    for piece in fragments(session_id):
+        assert piece not in result.output
+    assert sessions.alive(handle)
+
+
+def test_the_sessionhub_command_prints_no_id_it_was_given(sessions: Sessions, url: str) -> None:
+    handle = sessions.login("alice")
+    session_id = sessions.ids[handle]
+    command = Path(sys.executable).with_name("sessionhub")
+    for args in (["sessions", "end", session_id], ["sessions", "end", handle, session_id]):
+        done = subprocess.run(
+            [str(command), *args, "--url", url], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2
+        assert done.stdout == ""
+        assert "error" in done.stderr.lower()
+        for piece in fragments(session_id):
+            assert piece not in done.stderr
+    assert sessions.alive(handle)
 
 
 def test_unreachable_redis_is_one_line_and_exit_1() -> None:

@@ -93,10 +93,13 @@ def test_urls(url: str, expected: Target) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("http://:hunter2@h", "unsupported Redis URL scheme"),
+        ("http://:hunter2@h", "unsupported Redis URL scheme 'http'"),
+        ("default:hunter2@h:6379", "no scheme"),  # forgotten: all of it would be the scheme
+        ("hunter2hunter2hunter2://h", "no scheme"),
         ("redis://:hunter2@h?socket_timeout=9", "unknown option"),
         ("redis://:hunter2@a:1,b:2", "one server"),
         ("redis://:hunter2@h/zero", "must be a number"),
+        ("redis://:hunter2@h/2147483647", "must be a number from 0 to 2147483646"),
         ("redis://:hunter2@h/1/2", "at most the database"),
         ("redis://:hunter2@h:99999", "no valid port"),
         ("redis://:hunter2@h:port", "no valid port"),
@@ -121,6 +124,8 @@ def test_bad_urls_are_refused_without_echoing_the_password(url: str, message: st
         ({"sentinels": ["s1:26379"]}, "service_name"),
         ({"sentinels": ["s1"], "service_name": "m", "cluster_nodes": ["n1"]}, "not both"),
         ({"cluster_nodes": ["n1:7000"], "db": 1}, "only database 0"),
+        ({"db": -1}, "greater than or equal to 0"),
+        ({"db": 2**31}, "less than or equal to 2147483646"),
         ({"cluster_nodes": ["n1:x"]}, "no valid port"),
         ({"socket_timeout": 2.0}, "must not exceed timeout"),
         ({"timeout": 0}, "greater than 0"),

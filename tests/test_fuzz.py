@@ -53,6 +53,7 @@ from sessionhub.ids import MAX_ID_LENGTH, IdScheme, is_handle
 from sessionhub.web import flask as flask_integration
 from sessionhub.web.asgi import SessionMiddleware
 from sessionhub.web.binding import ClientBinding, forwarded_for
+from sessionhub.web.flow import SessionFlow
 from sessionhub.web.resolvers import CookiePolicy, CookieResolver, HeaderResolver
 from sessionhub.web.wsgi import SessionMiddleware as WSGISessionMiddleware
 from sessionhub.web.wsgi import session_of
@@ -117,7 +118,7 @@ junk_pairs = st.lists(st.tuples(cookie_name, cookie_value).map("=".join), max_si
 
 class CookieCase(NamedTuple):
     header: str
-    value: str | None  # what the session cookie holds, unquoted (None: no session cookie)
+    value: str | None  # the session cookie taken, unquoted (None: no session cookie)
     calls: int  # the store calls it may cost: 1 if it holds an id
 
 
@@ -138,11 +139,14 @@ def cookie_headers(draw: st.DrawFn) -> CookieCase:
     else:
         value = SCHEME.new().id
         value = f'"{value}"' if kind == "quoted id" else value
-    # A later "session" cookie never counts: the first one does, as browsers send
-    # the most specific first.
-    later = draw(st.sampled_from(["", "; session=" + SCHEME.new().id]))
-    header = "; ".join([*before, f"session={value}", *after]) + later
-    return CookieCase(header, _unquoted(value), 0 if kind == "not an id" else 1)
+    # A later "session" cookie (another path's, a parent domain's) is a candidate too:
+    # the first well-formed one is the id, so it counts when the first is no id.
+    later = draw(st.sampled_from([None, SCHEME.new().id]))
+    header = "; ".join([*before, f"session={value}", *after])
+    header += "" if later is None else f"; session={later}"
+    if kind == "not an id":
+        return CookieCase(header, later or _unquoted(value), 0 if later is None else 1)
+    return CookieCase(header, _unquoted(value), 1)
 
 
 # -- parsing, without a store --------------------------------------------------------
@@ -150,28 +154,32 @@ def cookie_headers(draw: st.DrawFn) -> CookieCase:
 
 @examples(1000)
 @given(header_text)
-def test_any_cookie_header_parses_to_a_value_or_nothing(header: str) -> None:
-    value = CookiePolicy().find(header)
-    assert value is None or value in header
-    presented = CookieResolver().read({"cookie": header})
-    assert (presented is None) == (value is None)
-    if presented is not None:
-        assert (presented.value is None) == (len(str(value)) > MAX_ID_LENGTH)
+def test_any_cookie_header_parses_to_values_or_nothing(header: str) -> None:
+    values = CookiePolicy().values(header)
+    assert all(value in header for value in values)
+    candidates = CookieResolver().candidates({"cookie": header})
+    assert len(candidates) == len(values)
+    for presented, value in zip(candidates, values, strict=True):
+        assert (presented.value is None) == (len(value) > MAX_ID_LENGTH)
 
 
 @examples(500)
 @given(cookie_headers())
 def test_our_cookie_is_found_among_any_others(case: CookieCase) -> None:
-    value = CookiePolicy().find(case.header)
-    assert value == case.value
-    assert (value is not None and SCHEME.parse(value) is not None) == (case.calls == 1)
+    presented = SessionFlow().read_id({"cookie": case.header})
+    if case.value is None:
+        assert presented is None
+        return
+    assert presented is not None
+    assert presented.value == (case.value if len(case.value) <= MAX_ID_LENGTH else None)
+    taken = presented.value is not None and SCHEME.parse(presented.value) is not None
+    assert taken == (case.calls == 1)
 
 
 @examples(500)
 @given(header_text)
 def test_any_id_header_value_is_a_candidate(value: str) -> None:
-    presented = HeaderResolver().read({"x-session-id": value})
-    assert presented is not None
+    [presented] = HeaderResolver().candidates({"x-session-id": value})
     expected = value.strip() if len(value.strip()) <= MAX_ID_LENGTH else None
     assert presented.value == expected
 
@@ -440,11 +448,11 @@ def test_any_bytes_as_headers_through_the_apps(
     headers = {"cookie": header, "x-session-id": header}
     status, _ = apps.request(kind, "GET", "/read", headers)
     assert status == 200
-    # The cookie is tried first, then the header (the apps accept both).
+    # The apps accept both: any well-formed cookie, or the header, is looked up.
     text = header.decode("latin-1")
-    found = CookiePolicy().find(text)
-    candidate = found if found is not None else text.strip()
-    assert apps.round_trips() - before == (1 if ID_SHAPE.fullmatch(candidate) else 0)
+    candidates = [*CookiePolicy().values(text), text.strip()]
+    looked_up = any(ID_SHAPE.fullmatch(candidate) for candidate in candidates)
+    assert apps.round_trips() - before == (1 if looked_up else 0)
     assert session_keys(raw_redis) <= keys  # none created
 
 

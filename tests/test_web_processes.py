@@ -54,3 +54,19 @@ def test_log_in_on_one_server_be_logged_in_on_the_other(
             "principal": None,
         }
     assert redis_server.client().keys("sh:s:*") == []
+
+
+def test_a_junk_cookie_of_the_same_name_signs_nobody_out_on_real_servers(
+    servers: tuple[str, str],
+) -> None:
+    starlette, flask = servers
+    with httpx.Client(timeout=10) as browser:
+        login = browser.post(starlette + "/login", params={"user": "alice"})
+        valid = login.cookies["shared_sid"]
+    # A parent domain's junk cookie of the same name comes first.
+    junk_first = {"Cookie": f"shared_sid=junk; shared_sid={valid}"}
+    for url in (starlette, flask):
+        with httpx.Client(timeout=10) as browser:
+            reply = browser.get(url + "/read", headers=junk_first)
+        assert reply.json() == {"data": {}, "principal": "alice"}
+        assert "set-cookie" not in reply.headers

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sessionhub import MemoryStore, Outcome, SessionManager
+from sessionhub.config import Settings
 from sessionhub.errors import StoreUnavailable
-from sessionhub.ids import MAX_ID_LENGTH
+from sessionhub.ids import MAX_ID_LENGTH, IdScheme
 from sessionhub.web import (
     CompositeResolver,
     CookiePolicy,
@@ -15,8 +16,10 @@ from sessionhub.web import (
     SessionFlow,
     merge_headers,
 )
+from sessionhub.web.wsgi import SessionMiddleware as WSGISessionMiddleware
 
 SID = "A" + "b" * 43
+OTHER = "B" + "c" * 43
 NOW = 1_800_000_000.0
 
 
@@ -86,20 +89,20 @@ def test_http_only_and_secure_can_be_turned_off() -> None:
 @pytest.mark.parametrize(
     ("header", "found"),
     [
-        (None, None),
-        ("", None),
-        ("other=1", None),
-        (f"session={SID}", SID),
-        (f"a=1; session={SID}; b=2", SID),
-        (f'session="{SID}"', SID),
-        (f"session={SID}; session=second", SID),  # the first (most specific path) wins
-        ("sessionx=1; xsession=2", None),
-        ("session=", ""),
-        ("session", None),  # no '=': not a cookie pair
+        (None, []),
+        ("", []),
+        ("other=1", []),
+        (f"session={SID}", [SID]),
+        (f"a=1; session={SID}; b=2", [SID]),
+        (f'session="{SID}"', [SID]),
+        (f"session={SID}; session=second", [SID, "second"]),  # in the order sent
+        ("sessionx=1; xsession=2", []),
+        ("session=", [""]),
+        ("session", []),  # no '=': not a cookie pair
     ],
 )
-def test_finding_the_cookie(header: str | None, found: str | None) -> None:
-    assert CookiePolicy().find(header) == found
+def test_finding_the_cookie(header: str | None, found: list[str]) -> None:
+    assert CookiePolicy().values(header) == found
 
 
 # -- resolvers ----------------------------------------------------------------------
@@ -107,11 +110,10 @@ def test_finding_the_cookie(header: str | None, found: str | None) -> None:
 
 def test_cookie_resolver_reads_and_writes() -> None:
     resolver = CookieResolver(CookiePolicy(secure=False))
-    presented = resolver.read({"cookie": f"session={SID}"})
-    assert presented is not None
+    [presented] = resolver.candidates({"cookie": f"session={SID}"})
     assert presented.value == SID
     assert presented.resolver is resolver
-    assert resolver.read({}) is None
+    assert resolver.candidates({}) == []
     [(name, value)] = resolver.write(Outcome(SID, send=True), NOW)
     assert (name, value) == ("Set-Cookie", f"session={SID}; Path=/; HttpOnly; SameSite=Lax")
     [(_, ended)] = resolver.write(Outcome(None, send=True), NOW)
@@ -132,22 +134,18 @@ def test_cookie_lifetime_follows_remember_me_then_the_policy() -> None:
 
 def test_oversized_values_are_present_but_unusable() -> None:
     huge = "A" * (MAX_ID_LENGTH + 1)
-    by_cookie = CookieResolver().read({"cookie": f"session={huge}"})
-    by_header = HeaderResolver().read({"x-session-id": huge})
-    assert by_cookie is not None
+    [by_cookie] = CookieResolver().candidates({"cookie": f"session={huge}"})
+    [by_header] = HeaderResolver().candidates({"x-session-id": huge})
     assert by_cookie.value is None
-    assert by_header is not None
     assert by_header.value is None
     just_fits = "A" * MAX_ID_LENGTH
-    fitting = HeaderResolver().read({"x-session-id": just_fits})
-    assert fitting is not None
+    [fitting] = HeaderResolver().candidates({"x-session-id": just_fits})
     assert fitting.value == just_fits
 
 
 def test_header_resolver() -> None:
     resolver = HeaderResolver("X-Upstream-Session")
-    presented = resolver.read({"x-upstream-session": f" {SID} "})
-    assert presented is not None
+    [presented] = resolver.candidates({"x-upstream-session": f" {SID} "})
     assert presented.value == SID
     assert resolver.write(Outcome(SID, send=True), NOW) == [("X-Upstream-Session", SID)]
     assert resolver.write(Outcome(None, send=True), NOW) == [("X-Upstream-Session", "")]
@@ -164,22 +162,57 @@ def test_composite_answers_through_the_resolver_the_id_came_by() -> None:
     cookie, header = CookieResolver(), HeaderResolver()
     composite = CompositeResolver([cookie, header])
     assert composite.vary == ("Cookie", "X-Session-Id")
-    both = {"cookie": f"session={SID}", "x-session-id": "other"}
-    first = composite.read(both)
+    flow = SessionFlow(composite, clock=lambda: NOW)
+    both = {"cookie": f"session={SID}", "x-session-id": OTHER}
+    first = flow.read_id(both)
     assert first is not None
     assert first.resolver is cookie
     assert first.value == SID
-    by_header = composite.read({"x-session-id": SID})
+    by_header = flow.read_id({"x-session-id": SID})
     assert by_header is not None
     assert by_header.resolver is header
-    assert composite.read({"cookie": "unrelated=1"}) is None
-    flow = SessionFlow(composite, clock=lambda: NOW)
+    assert flow.read_id({"cookie": "unrelated=1"}) is None
+    # A malformed cookie gives way to a well-formed header.
+    past_junk = flow.read_id({"cookie": "session=junk", "x-session-id": SID})
+    assert past_junk is not None
+    assert past_junk.resolver is header
     session = SessionManager(MemoryStore()).new_session()
     answer = flow.response_headers(by_header, session, Outcome(SID, send=True))
     assert ("X-Session-Id", SID) in answer
     assert not any(name == "Set-Cookie" for name, _ in answer)
     new_client = flow.response_headers(None, session, Outcome(SID, send=True))
     assert any(name == "Set-Cookie" for name, _ in new_client)
+
+
+@pytest.mark.parametrize(
+    ("header", "chosen"),
+    [
+        (f"session=junk; session={SID}", SID),  # a parent domain's junk cookie comes first
+        (f'session=""; session="{SID}"', SID),
+        (f"session={'x' * (MAX_ID_LENGTH + 1)}; session={SID}", SID),  # too long: no candidate
+        (f"session={SID[:-1]}; session={SID}", SID),  # one character short
+        (f"session={SID}; session={OTHER}", SID),  # both well-formed: the first
+        (f"session={OTHER}; session={SID}", OTHER),
+        ("session=junk; session=more junk", "junk"),  # none: the first, which loads nothing
+    ],
+)
+def test_the_flow_takes_the_first_well_formed_id(header: str, chosen: str) -> None:
+    presented = SessionFlow().read_id({"cookie": header})
+    assert presented is not None
+    assert presented.value == chosen
+
+
+def test_the_shape_is_the_managers() -> None:
+    scheme = IdScheme(token_factory=lambda: "t" * 30, token_pattern="t{30}")
+    custom = "A" + "t" * 30
+    header = {"cookie": f"session=junk; session={custom}"}
+    presented = SessionFlow(ids=scheme).read_id(header)
+    assert presented is not None
+    assert presented.value == custom
+    settings = Settings.load()
+    manager = SessionManager(MemoryStore(), ids=scheme)
+    flow = WSGISessionMiddleware(lambda environ, start: [], settings=settings, manager=manager).flow
+    assert flow.ids is scheme
 
 
 def test_composite_needs_a_resolver() -> None:

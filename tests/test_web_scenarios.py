@@ -221,6 +221,27 @@ def test_logout_deletes_the_session_and_expires_the_cookie(
     assert replay.json() == {"data": {}, "principal": None}
 
 
+def test_a_junk_cookie_of_the_same_name_signs_nobody_out(
+    open_client: OpenClient, store: redis.Redis
+) -> None:
+    client = open_client()
+    client.post("/login", user="alice")
+    valid = client.cookie
+    assert valid is not None
+    # Junk set on a parent domain (or another path) comes first in the Cookie header.
+    for junk in ("junk", '""', valid[:-1], valid + "x", "A" * 300):
+        reply = client.get("/read", {"Cookie": f"other=1; session={junk}; session={valid}"})
+        assert reply.json() == {"data": {}, "principal": "alice"}, junk
+        assert reply.set_cookies() == []  # nothing cleared, nothing replaced
+    written = client.post(
+        "/write", {"Cookie": f"session=junk; session={valid}"}, key="k", value="v"
+    )
+    assert written.status == 200
+    assert written.set_cookies() == []
+    assert client.get("/read").json() == {"data": {"k": "v"}, "principal": "alice"}
+    assert len(session_keys(store)) == 1
+
+
 def test_an_idle_session_expires(open_client: OpenClient, store: redis.Redis) -> None:
     client = open_client(timeouts={"idle": 1, "absolute": 60})
     client.post("/write", key="a", value="1")

@@ -600,3 +600,22 @@ def starlette_from_env() -> Any:
 def flask_from_env() -> Any:
     """``gunicorn 'tests.web_apps:flask_from_env()'`` (settings: SESSIONHUB_*)."""
     return _flask({})
+
+
+def fastapi_as_in_the_readme() -> Any:
+    """``uvicorn --factory tests.web_apps:fastapi_as_in_the_readme``: the middleware added
+    without settings, as the README does, so FastAPI builds it (and the settings) when the
+    server starts it, not when the app is made."""
+    app = FastAPI()
+    app.add_middleware(SessionMiddleware)
+
+    @app.get("/anon", response_class=PlainTextResponse)
+    async def anon() -> str:
+        return "anon"
+
+    @app.post("/write", response_class=PlainTextResponse)
+    async def write(session: CurrentSession, key: str, value: str) -> str:
+        session[key] = value
+        return "written"
+
+    return app

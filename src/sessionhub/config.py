@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,7 +60,25 @@ from .web.resolvers import (
     IdResolver,
 )
 
-__all__ = ["ClientCacheSettings", "ConfigError", "ExpirySettings", "Settings", "nest"]
+__all__ = [
+    "AdminSettings",
+    "ClientCacheSettings",
+    "ConfigError",
+    "ExpirySettings",
+    "Settings",
+    "SignInLimits",
+    "nest",
+]
+
+logger = logging.getLogger("sessionhub")
+
+_MEMORY_BY_DEFAULT = (
+    "sessionhub: no store is set, so sessions are kept in this process's memory: no other "
+    "process sees them (each gunicorn worker, each instance issues its own) and a restart "
+    "loses them. To share them, set SESSIONHUB_STORE=redis and "
+    "SESSIONHUB_REDIS__URL=redis://host:6379/0; to keep them here, SESSIONHUB_STORE=memory "
+    "says so and silences this."
+)
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "sessionhub_config_file", default=None
@@ -119,6 +138,30 @@ class ClientCacheSettings(BaseModel):
     heartbeat: float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
 
+class SignInLimits(BaseModel):
+    """Failed sign-ins the admin dashboard takes before it makes clients wait
+    (`sessionhub.admin.throttle`): a burst, then one more per interval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Failed sign-ins one client (address; IPv6: its /64) may make in a row...
+    client_failures: int = Field(default=5, ge=1)
+    #: ...then one more every this many seconds.
+    client_interval: float = Field(default=20.0, gt=0, allow_inf_nan=False)
+    #: Failed sign-ins of all clients together in a row...
+    total_failures: int = Field(default=50, ge=1)
+    #: ...then one more every this many seconds.
+    total_interval: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+
+
+class AdminSettings(BaseModel):
+    """The admin dashboard (`sessionhub.admin`, `sessionhub admin`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sign_in: SignInLimits = Field(default_factory=SignInLimits)
+
+
 class Settings(BaseSettings):
     """Everything sessionhub can be told. Build it with `Settings.load()`."""
 
@@ -165,6 +208,8 @@ class Settings(BaseSettings):
     stream_length: int = Field(default=10_000, ge=0)
     #: The expiry worker (`expired` events): off unless enabled.
     expiry: ExpirySettings = Field(default_factory=ExpirySettings)
+    #: The admin dashboard: how many failed sign-ins it takes.
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     _memory: MemoryStore | None = PrivateAttr(default=None)
 
@@ -220,7 +265,8 @@ class Settings(BaseSettings):
             return data
         data = dict(data)
         prod = data.get("profile", "dev") == "prod"
-        data.setdefault("store", "redis" if prod else "memory")
+        if prod:
+            data.setdefault("store", "redis")  # under dev, the default: see `memory_store`
         cookie = data.get("cookie", {})
         if isinstance(cookie, Mapping):
             if prod and _host_prefix_fits(cookie):
@@ -245,12 +291,16 @@ class Settings(BaseSettings):
 
     def lifecycle(self, **options: Any) -> Lifecycle:
         """The lifecycle rules; `options` go to `Lifecycle` (e.g. a test clock)."""
-        key = self.digest_key.get_secret_value().encode() if self.digest_key else b""
         options.setdefault("timeouts", self.timeouts)
-        options.setdefault("ids", IdScheme(digest_key=key))
+        options.setdefault("ids", self.id_scheme())
         options.setdefault("degrade_when_unavailable", self.degrade_when_unavailable)
         options.setdefault("session_limit", self.session_limit)
         return Lifecycle(**options)
+
+    def id_scheme(self) -> IdScheme:
+        """The id scheme of the managers these settings build."""
+        key = self.digest_key.get_secret_value().encode() if self.digest_key else b""
+        return IdScheme(digest_key=key)
 
     def session_manager(self, **options: Any) -> SessionManager:
         """A manager for synchronous code (WSGI, Flask, Django)."""
@@ -281,8 +331,14 @@ class Settings(BaseSettings):
         }
 
     def memory_store(self) -> MemoryStore:
-        """The in-process store, shared by every manager these settings build."""
+        """The in-process store, shared by every manager these settings build.
+
+        Made when the first manager is, at start-up; if no setting chose it, with
+        a warning: sessions that stay in one process are lost to every other.
+        """
         if self._memory is None:
+            if "store" not in self.model_fields_set:
+                logger.warning(_MEMORY_BY_DEFAULT)
             self._memory = MemoryStore(anonymous_events=self.anonymous_events)
         return self._memory
 
@@ -304,13 +360,16 @@ class Settings(BaseSettings):
         chosen = [by_name[name] for name in dict.fromkeys(self.resolvers)]
         return chosen[0] if len(chosen) == 1 else CompositeResolver(chosen)
 
-    def flow(self) -> SessionFlow:
+    def flow(self, ids: IdScheme | None = None) -> SessionFlow:
+        """The request flow; `ids`: the scheme of the manager it serves, if not these
+        settings' (it tells the id among several candidates)."""
         return SessionFlow(
             self.resolver(),
             cache_control=self.cache_control,
             clear_site_data=self.clear_site_data,
             retry_after=self.retry_after,
             binding=self.client_binding,
+            ids=ids or self.id_scheme(),
         )
 
 
@@ -342,6 +401,7 @@ def _misspelt_variables(environ: Mapping[str, str]) -> list[str]:
         "client_binding": ClientBinding,
         "session_limit": SessionLimit,
         "expiry": ExpirySettings,
+        "admin": AdminSettings,
     }
     problems = []
     for section, kind in sections.items():

@@ -30,6 +30,7 @@ the command may have run.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import threading
 import time
@@ -48,7 +49,7 @@ import redis.asyncio.sentinel
 import redis.cluster
 import redis.retry
 import redis.sentinel
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.typing import EncodableT
@@ -87,6 +88,8 @@ _SCHEMES: dict[str, tuple[Kind, bool]] = {
     "redis+cluster": ("cluster", False),
     "rediss+cluster": ("cluster", True),
 }
+# What a URL scheme may be (RFC 3986), short enough to be one of ours: only such is shown.
+_SCHEME_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,19}")
 _QUERY_OPTIONS: dict[Kind, set[str]] = {
     "standalone": {"db"},
     "sentinel": {"sentinel_username", "sentinel_password"},
@@ -146,10 +149,13 @@ def parse_address(text: str, default_port: int) -> Address:
 
 def parse_url(url: str) -> Target:
     """The deployment a Redis URL names. Errors never repeat the URL (it may hold a password)."""
-    scheme, _, rest = url.partition("://")
+    scheme, has_scheme, rest = url.partition("://")
+    if not has_scheme or not _SCHEME_SHAPE.fullmatch(scheme):
+        # Without "://" the whole URL would pass for the scheme: "user:secret@host".
+        raise ValueError(f"the Redis URL has no scheme; start it with one of {', '.join(_SCHEMES)}")
     if scheme.lower() not in _SCHEMES or not rest:
         raise ValueError(
-            f"unsupported Redis URL scheme {scheme[:20]!r}; use one of {', '.join(_SCHEMES)}"
+            f"unsupported Redis URL scheme {scheme!r}; use one of {', '.join(_SCHEMES)}"
         )
     kind, tls = _SCHEMES[scheme.lower()]
     parts = urlsplit(f"x://{rest}")
@@ -205,9 +211,15 @@ def parse_url(url: str) -> Target:
     return Target("cluster", addresses, **common)
 
 
+#: The highest database index any Redis can have (its `databases` is at most 2^31 - 1).
+MAX_DB = 2**31 - 2
+
+
 def _db(text: str) -> int:
     if not text.isdigit():
         raise ValueError("the Redis database must be a number")
+    if int(text) > MAX_DB:
+        raise ValueError(f"the Redis database must be a number from 0 to {MAX_DB}")
     return int(text)
 
 
@@ -229,7 +241,7 @@ class RedisSettings(BaseModel):
     port: int = 6379
     username: str | None = None
     password: SecretStr | None = None
-    db: int = 0
+    db: int = Field(default=0, ge=0, le=MAX_DB)
 
     #: Sentinel: "host:port" of each sentinel, and the name of the monitored service.
     sentinels: list[str] = Field(default_factory=list)
@@ -256,6 +268,13 @@ class RedisSettings(BaseModel):
     #: Jittered exponential backoff between retries: base and cap, seconds.
     backoff_base: float = Field(default=0.02, ge=0)
     backoff_cap: float = Field(default=0.1, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _parse_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parse_url(url)  # a malformed URL is an error named redis.url
+        return url
 
     @model_validator(mode="after")
     def _check(self) -> RedisSettings:

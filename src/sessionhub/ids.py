@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["SHARD_ALPHABET", "IdScheme", "SessionRef"]
+__all__ = ["SHARD_ALPHABET", "IdScheme", "SessionRef", "hide_ids", "is_handle", "looks_like_id"]
 
 #: One shard per character: 64 shards spread over the Cluster hash slots.
 SHARD_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -29,6 +29,9 @@ _SHARD_INDEX = {char: index for index, char in enumerate(SHARD_ALPHABET)}
 
 _DEFAULT_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 _HANDLE = re.compile(r"[A-Za-z0-9_-]{23}")
+# A run of the characters ids are made of, at least as long as a default id (a shard
+# character and 43): it may be an id, or hold one.
+_ID_LIKE = re.compile(r"[A-Za-z0-9_-]{44,}")
 #: Longest raw id we even look at; anything longer is rejected before parsing.
 MAX_ID_LENGTH = 256
 
@@ -88,13 +91,19 @@ class IdScheme:
         session_id = shard + self._token_factory()
         return SessionRef(session_id, shard, shard + _digest(session_id.encode(), self._digest_key))
 
+    def well_formed(self, raw: str) -> bool:
+        """Whether `raw` has exactly the shape this scheme issues (no digest is made)."""
+        return (
+            0 < len(raw) <= MAX_ID_LENGTH
+            and raw[0] in _SHARD_INDEX
+            and self._token_shape.fullmatch(raw, 1) is not None
+        )
+
     def parse(self, raw: str | None) -> SessionRef | None:
-        """The id if `raw` has exactly the shape this scheme issues, else None."""
-        if not raw or len(raw) > MAX_ID_LENGTH:
+        """The id if `raw` is `well_formed`, else None."""
+        if not raw or not self.well_formed(raw):
             return None
         shard = raw[0]
-        if shard not in _SHARD_INDEX or not self._token_shape.fullmatch(raw, 1):
-            return None
         return SessionRef(raw, shard, shard + _digest(raw.encode(), self._digest_key))
 
     def shard_of(self, principal: str) -> str:
@@ -110,3 +119,15 @@ class IdScheme:
 def is_handle(value: str) -> bool:
     """Whether `value` has the shape of a handle (admin input is checked with it)."""
     return bool(_HANDLE.fullmatch(value)) and value[0] in _SHARD_INDEX
+
+
+def looks_like_id(text: str) -> bool:
+    """Whether `text` holds something shaped like a session id (operator input is
+    checked with it: a cookie's value pasted by mistake is refused, not repeated)."""
+    return _ID_LIKE.search(text) is not None
+
+
+def hide_ids(text: str) -> str:
+    """`text` with whatever `looks_like_id` finds in it replaced, for messages that
+    repeat what someone typed: no message ever shows a session id."""
+    return _ID_LIKE.sub("<hidden: shaped like a session id>", text)

@@ -10,6 +10,8 @@ or None to refuse (sync or async). Mounted under `SessionMiddleware`, it can
 look at ``request.session`` (the operator's own login). Without a hook every
 request is refused with 403; a hook refusing gets 401 with its ``challenge``
 attribute as ``WWW-Authenticate`` when it has one (`PasswordAuth`), else 403.
+Each refusal is a failed sign-in: past the `SignInThrottle`'s limits a client
+gets 429 with Retry-After, its credentials not even looked at.
 
 =======================  ================================================================
 ``GET /``                live sessions, events per minute (chart), recent events;
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import secrets
 import time
 from typing import Any
@@ -42,13 +45,14 @@ from ..connect import async_redis_client
 from ..errors import StoreUnavailable
 from ..events import Reason
 from ..hooks import base_store
-from ..ids import is_handle
+from ..ids import is_handle, looks_like_id
 from ..manager import AsyncSessionManager
 from ..stores.redis import AsyncRedisStore
 from ..stores.redis.survey import events_since, live_sessions, recent_events
 from .chart import bucket
 from .guard import Authenticate, CsrfTokens, same_origin
 from .pages import Overview, denied, overview, user_link
+from .throttle import SignInThrottle
 
 __all__ = ["AdminApp"]
 
@@ -57,6 +61,11 @@ Receive = Any
 Send = Any
 
 _MAX_USER = 512
+# Never repeated: the page shows no session id, even one an operator pasted by mistake.
+_NOT_A_USER = (
+    "That looks like a session id (a cookie's value), not a user name: it was neither "
+    "looked up nor shown. Search by the user's name; sessions are ended by their handle."
+)
 _OPERATOR = "sessionhub.operator"
 _NONCE = "sessionhub.nonce"
 
@@ -76,6 +85,7 @@ class AdminApp:
     `stream_limit`: the most events read per shard stream for the chart.
     `csrf_secret`: shared by every instance behind one balancer.
     `trusted_origins`: origins besides the request's own allowed to POST.
+    `throttle`: how many failed sign-ins it takes (default: `SignInThrottle()`).
     """
 
     def __init__(
@@ -88,6 +98,7 @@ class AdminApp:
         stream_limit: int = 2000,
         csrf_secret: bytes | None = None,
         trusted_origins: tuple[str, ...] = (),
+        throttle: SignInThrottle | None = None,
     ) -> None:
         store = base_store(manager.store)
         if not isinstance(store, AsyncRedisStore):
@@ -103,6 +114,7 @@ class AdminApp:
         self.stream_limit = stream_limit
         self.csrf = CsrfTokens(csrf_secret)
         self.trusted_origins = trusted_origins
+        self.throttle = throttle or SignInThrottle()
         self._app = Starlette(
             routes=[
                 Route("/", self.show, methods=["GET"]),
@@ -114,9 +126,11 @@ class AdminApp:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **options: Any) -> AdminApp:
-        """A dashboard on the Redis the settings name (whatever their ``store``)."""
+        """A dashboard on the Redis the settings name (whatever their ``store``), taking
+        as many failed sign-ins as ``admin.sign_in`` says."""
         settings = settings or Settings.load()
         store = AsyncRedisStore(async_redis_client(settings.redis), namespace=settings.namespace)
+        options.setdefault("throttle", SignInThrottle(**settings.admin.sign_in.model_dump()))
         return cls(AsyncSessionManager(store, lifecycle=settings.lifecycle()), **options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -143,27 +157,34 @@ class AdminApp:
                 message = {**message, "headers": headers}
             await send(message)
 
-        request = Request(scope, receive)
-        operator = await self._operator(request)
-        if operator is None:
-            await self._refusal(nonce)(scope, receive, send_guarded)
+        if self.authenticate is None:
+            message = "The dashboard has no authentication hook, so it lets no one in."
+            await HTMLResponse(denied(message, nonce), 403)(scope, receive, send_guarded)
             return
+        request = Request(scope, receive)
+        client = request.client.host if request.client else None
+        wait = self.throttle.admit(client)
+        if wait:  # not even asked: the right password waits as long as a wrong one
+            await _throttled(wait, nonce)(scope, receive, send_guarded)
+            return
+        operator = await self._operator(self.authenticate, request)
+        if operator is None:
+            await self._refusal(self.authenticate, nonce)(scope, receive, send_guarded)
+            return
+        self.throttle.succeeded(client)
         scope[_OPERATOR] = operator
         await self._app(scope, receive, send_guarded)
 
-    async def _operator(self, request: Request) -> str | None:
-        if self.authenticate is None:
-            return None
-        found = self.authenticate(request)
+    @staticmethod
+    async def _operator(authenticate: Authenticate, request: Request) -> str | None:
+        found = authenticate(request)
         if inspect.isawaitable(found):
             found = await found
         return found if isinstance(found, str) and found else None
 
-    def _refusal(self, nonce: str) -> Response:
-        if self.authenticate is None:
-            message = "The dashboard has no authentication hook, so it lets no one in."
-            return HTMLResponse(denied(message, nonce), status_code=403)
-        challenge = getattr(self.authenticate, "challenge", None)
+    @staticmethod
+    def _refusal(authenticate: Authenticate, nonce: str) -> Response:
+        challenge = getattr(authenticate, "challenge", None)
         if isinstance(challenge, str):
             page = denied("Sign in to see the sessions.", nonce)
             return HTMLResponse(page, status_code=401, headers={"WWW-Authenticate": challenge})
@@ -173,6 +194,8 @@ class AdminApp:
 
     async def show(self, request: Request) -> Response:
         user = request.query_params.get("user", "").strip()[:_MAX_USER] or None
+        if user is not None and looks_like_id(user):
+            return _error(request, _NOT_A_USER, 400)
         operator: str = request.scope[_OPERATOR]
         commands = self.store.commands
         now = time.time()
@@ -209,6 +232,8 @@ class AdminApp:
         user = fields.get("user", "").strip()
         if len(user) > _MAX_USER:
             return _error(request, "That user name is too long.", 400)
+        if looks_like_id(user):
+            return _error(request, _NOT_A_USER, 400)
         fields["user"] = user
         return fields
 
@@ -236,6 +261,12 @@ class AdminApp:
 async def _unavailable(request: Request, exc: Exception) -> Response:
     reason = exc.reason if isinstance(exc, StoreUnavailable) else "unavailable"
     return _error(request, f"Redis cannot be reached right now ({reason}). Try again.", 503)
+
+
+def _throttled(wait: float, nonce: str) -> Response:
+    seconds = max(1, math.ceil(wait))
+    message = f"Too many failed sign-ins: try again in {seconds} seconds."
+    return HTMLResponse(denied(message, nonce), 429, headers={"Retry-After": str(seconds)})
 
 
 def _error(request: Request, message: str, status: int) -> Response:

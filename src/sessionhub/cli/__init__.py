@@ -6,8 +6,14 @@ here with one line; `main` is the console script's entry point.
 
 from __future__ import annotations
 
-import typer
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
+import typer
+from typer.core import TyperGroup
+
+from ..ids import hide_ids
 from . import sessions
 from .admin import admin
 from .demo import demo
@@ -17,7 +23,31 @@ from .stats import stats
 
 __all__ = ["app", "main"]
 
+
+@contextmanager
+def _ids_hidden() -> Iterator[None]:
+    try:
+        yield
+    except typer.TyperException as exc:
+        exc.message = hide_ids(exc.message)
+        raise
+
+
+class _Commands(TyperGroup):
+    """The root command: its usage errors (no such command, an extra argument, a bad
+    value...) repeat what was typed, so they hide what may be a session id."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _ids_hidden():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _ids_hidden():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="sessionhub",
     help="Distributed HTTP sessions for Python web apps: operations and the demo.",
     no_args_is_help=True,

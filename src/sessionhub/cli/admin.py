@@ -4,7 +4,8 @@ Operators sign in with HTTP Basic and the password from ``--password-file``
 or ``SESSIONHUB_ADMIN_PASSWORD`` (any user name; at least 12 characters):
 without one the command refuses to start, since the dashboard can end any
 session. It listens on 127.0.0.1 unless told otherwise; put it behind TLS
-before exposing it, Basic sends the password with every request.
+before exposing it, Basic sends the password with every request. Wrong
+passwords are limited as the ``admin.sign_in`` settings say.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ outside its process.
 
 Text that came from users (principals, client info) is printed with control
 characters escaped: a crafted user agent must not drive the operator's
-terminal.
+terminal. No message repeats a session id: errors do not echo what was typed,
+and anything shaped like an id is hidden from them all the same
+(`sessionhub.ids.hide_ids`); a ``--user`` shaped like one is refused.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..config import ConfigError, Settings
 from ..connect import redis_client
 from ..errors import StoreUnavailable
 from ..events import Event
-from ..ids import is_handle
+from ..ids import hide_ids, is_handle, looks_like_id
 from ..manager import SessionManager
 from ..stores.redis import RedisStore
 from ..users import SessionInfo
@@ -41,6 +43,7 @@ __all__ = [
     "NamespaceOption",
     "UrlOption",
     "check_handle",
+    "check_user",
     "connect",
     "duration",
     "event_fields",
@@ -76,7 +79,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line to stderr and exit with `code` (2: bad input, 1: anything else)."""
-    typer.echo(f"error: {printable(message)}", err=True)
+    typer.echo(f"error: {printable(hide_ids(message))}", err=True)
     raise typer.Exit(code)
 
 
@@ -138,13 +141,30 @@ def reporting(where: str) -> Iterator[None]:
 
 
 def check_handle(handle: str) -> str:
-    if not is_handle(handle):
+    if is_handle(handle):
+        return handle
+    if looks_like_id(handle):
         fail(
-            f"{handle[:60]!r} is not a session handle "
-            "(23 characters: a shard character and a digest, as `sessions list` shows)",
+            "that looks like a session id (a cookie's value), not a handle: commands take "
+            "the handle `sessions list --user USER` shows, never an id (not printed here)",
             2,
         )
-    return handle
+    fail(
+        f"not a session handle ({len(handle)} characters): a handle is 23, a shard "
+        "character and a digest, as `sessions list` shows",
+        2,
+    )
+
+
+def check_user(user: str) -> str:
+    """`user` (a principal), unless it looks like a session id pasted by mistake."""
+    if looks_like_id(user):
+        fail(
+            "--user looks like a session id (a cookie's value), not a user name: give "
+            "the user's name (the id is not printed, nor looked up)",
+            2,
+        )
+    return user
 
 
 # -- output --------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ from .common import (
 __all__ = ["monitor", "start_position"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Not repeating what was given: an operator may have pasted a session id.
+_FROM_HELP = "--from takes $, 0, an event id (1712345678901-0) or a time ago: 10m, 2h..."
 
 
 def start_position(text: str, now: float) -> str | None:
@@ -81,7 +83,7 @@ def monitor(
     """Print session events from the event streams as they happen (Ctrl-C stops)."""
     position = start_position(start, time.time())
     if position is None:
-        fail(f"--from {start[:40]!r}: use $, 0, an event id (1712345678901-0) or 10m, 2h...", 2)
+        fail(_FROM_HELP, 2)
     printed = 0
     with connect(url, namespace, config) as deployment:
         store = deployment.store
@@ -99,8 +101,8 @@ def monitor(
         else:
             try:
                 tail = StreamTail(store.commands, position)
-            except ValueError as exc:
-                fail(str(exc), 2)
+            except ValueError:
+                fail(_FROM_HELP, 2)
 
             def read() -> list[Event]:
                 events: list[Event] = store.run(tail.read(100, block))

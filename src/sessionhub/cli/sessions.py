@@ -25,6 +25,7 @@ from .common import (
     NamespaceOption,
     UrlOption,
     check_handle,
+    check_user,
     connect,
     duration,
     fail,
@@ -90,6 +91,8 @@ def list_sessions(
     config: ConfigOption = None,
 ) -> None:
     """List sessions, most recently used first: one user's, or the whole keyspace's."""
+    if user is not None:
+        check_user(user)
     with connect(url, namespace, config) as deployment:
         if user is not None:
             try:
@@ -195,6 +198,8 @@ def end(
         fail("give a session handle or --user, not both", 2)
     if handle is not None:
         check_handle(handle)
+    if user is not None:
+        check_user(user)
     with connect(url, namespace, config) as deployment:
         manager = deployment.manager
         if handle is not None:

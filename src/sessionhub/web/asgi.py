@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..errors import StoreUnavailable
 from ..manager import AsyncSessionManager
 from ..session import Session
@@ -59,11 +59,20 @@ class SessionMiddleware:
         manager: AsyncSessionManager | None = None,
         flow: SessionFlow | None = None,
     ) -> None:
-        if manager is None or flow is None:
-            settings = settings or Settings.load()
-            manager = manager or settings.async_session_manager()
-            flow = flow or settings.flow()
         self.app = app
+        #: Settings that cannot work: they fail the start-up (and any request).
+        self.unusable: ConfigError | None = None
+        if manager is None or flow is None:
+            try:
+                settings = settings or Settings.load()
+            except ConfigError as exc:
+                # Starlette and FastAPI build their middleware in the lifespan, where an
+                # error passes for "no lifespan support" and the start-up goes on; kept
+                # instead, it fails the start-up.
+                self.unusable = exc
+                return
+            manager = manager or settings.async_session_manager()
+            flow = flow or settings.flow(manager.lifecycle.ids)
         self.manager = manager
         self.flow = flow
         self._vary = (b"vary", flow.vary[1].encode("latin-1"))
@@ -81,8 +90,13 @@ class SessionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
+            if self.unusable is not None and scope["type"] == "lifespan":
+                await _fail_start_up(self.unusable, receive, send)
+                return
             await self.app(scope, receive, send)
             return
+        if self.unusable is not None:
+            raise self.unusable  # served without a lifespan
         flow = self.flow
         headers = _ScopeHeaders(scope["headers"])
         presented = flow.read_id(headers)
@@ -170,6 +184,12 @@ class SessionMiddleware:
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
+
+
+async def _fail_start_up(error: ConfigError, receive: Receive, send: Send) -> None:
+    """Answer the lifespan's start-up with `error`: the server says it and stops."""
+    if (await receive())["type"] == "lifespan.startup":
+        await send({"type": "lifespan.startup.failed", "message": str(error)})
 
 
 class _ScopeHeaders:

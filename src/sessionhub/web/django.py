@@ -118,6 +118,12 @@ def _settings_changed(*, setting: str, **kwargs: Any) -> None:
 
 setting_changed.connect(_settings_changed)
 
+# Django's own SessionMiddleware imports this engine when it is built, at start-up: the
+# settings are made then, so that settings that cannot work stop the start-up instead of
+# failing every request (this module's SessionMiddleware makes them when it is built).
+if django_settings.configured:
+    runtime()
+
 
 def start_expiry_worker() -> ExpiryWorker | None:
     """Start the expiry worker if ``SESSIONHUB["expiry"]`` enables it; None otherwise.

@@ -2,7 +2,8 @@
 
 Each integration (ASGI, WSGI, Flask, Quart, Django) runs the same steps:
 
-1. ``presented = flow.read_id(headers)``: the id the request presents, if any;
+1. ``presented = flow.read_id(headers)``: the id the request presents, if any
+   (of several candidates, the first of the id's shape);
 2. ``session = manager.load(presented.value)``: one round trip; without an
    id, ``manager.new_session()`` (no store call, nothing to await); then
    ``flow.binding.check(session, seen)``, where ``seen =
@@ -38,6 +39,7 @@ from http import HTTPStatus
 from typing import Protocol
 
 from ..errors import LoginRefused, SessionEnded, StoreUnavailable
+from ..ids import IdScheme
 from ..manager import AsyncSessionManager, Outcome, SessionManager
 from ..propagation import RequestToken, bind_request, current_committer_or_none, unbind_request
 from ..session import Session
@@ -166,6 +168,8 @@ class SessionFlow:
     ``Clear-Site-Data`` directives sent when a session ends (logout), e.g.
     ``("cache", "storage")``. `retry_after` is the 503's Retry-After, in seconds.
     `binding` compares logged-in sessions' clients (`sessionhub.web.binding`).
+    `ids`: the id scheme of the manager the flow serves, whose shape check picks
+    the id among several a request presents.
     """
 
     def __init__(
@@ -176,6 +180,7 @@ class SessionFlow:
         clear_site_data: Sequence[str] = (),
         retry_after: int = 1,
         binding: ClientBinding | None = None,
+        ids: IdScheme | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if retry_after < 0:
@@ -185,14 +190,21 @@ class SessionFlow:
         self.clear_site_data = ", ".join(f'"{directive}"' for directive in clear_site_data)
         self.retry_after = retry_after
         self.binding = binding or ClientBinding()
+        self.ids = ids or IdScheme()
         self.clock = clock
         #: The Vary header of a response that used the session, its tokens as
         #: `merge_headers` leaves them (so that `only_vary` can skip the merge).
         self.vary = ("Vary", _vary_value(self.resolver.vary))
 
     def read_id(self, headers: HeaderSource) -> Presented | None:
-        """The id the request presents, if any."""
-        return self.resolver.read(headers)
+        """The id the request presents, if any: of several, the first well-formed one,
+        so a malformed cookie of the same name (set on a parent domain, say) cannot
+        hide the session's; if none is well-formed, the first (it loads no session)."""
+        candidates = self.resolver.candidates(headers)
+        for presented in candidates:
+            if presented.value is not None and self.ids.well_formed(presented.value):
+                return presented
+        return candidates[0] if candidates else None
 
     @staticmethod
     def should_commit(status: int) -> bool:

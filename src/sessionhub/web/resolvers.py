@@ -9,6 +9,10 @@ does I/O. Three kinds:
   back in the same response header;
 * `CompositeResolver`: several of them, tried in order.
 
+A resolver gives every candidate a request presents, in order (a request may
+carry two cookies of one name: one set on a parent domain, say); which one is
+the id is `SessionFlow.read_id`'s choice: the first of the id's shape.
+
 Ids are only ever read from headers, never from the URL, the query string or
 the body (they would end up in logs, histories and Referer headers). A value
 longer than `MAX_ID_LENGTH` is rejected here, before anyone looks it up.
@@ -73,8 +77,8 @@ class IdResolver(Protocol):
     #: The request headers a response depends on once it used the session.
     vary: tuple[str, ...]
 
-    def read(self, headers: HeaderSource) -> Presented | None:
-        """The id the request presents through this resolver; None if it presents none."""
+    def candidates(self, headers: HeaderSource) -> list[Presented]:
+        """Every id the request presents through this resolver, in order (maybe none)."""
         ...
 
     def write(self, outcome: Outcome, now: float) -> list[tuple[str, str]]:
@@ -150,18 +154,20 @@ class CookiePolicy:
                 f"cookie {self.name!r}: the __Host- prefix requires Secure, Path=/ and no Domain"
             )
 
-    def find(self, cookie_header: str | None) -> str | None:
-        """This cookie's value in a request's Cookie header (the first, if repeated)."""
+    def values(self, cookie_header: str | None) -> list[str]:
+        """This cookie's values in a request's Cookie header, in order (browsers send
+        the one of the longest path first; of equal paths, the oldest)."""
+        found: list[str] = []
         if not cookie_header:
-            return None
+            return found
         for pair in cookie_header.split(";"):
             name, sep, value = pair.partition("=")
             if sep and name.strip() == self.name:
                 value = value.strip()
                 if len(value) >= 2 and value[0] == value[-1] == '"':
                     value = value[1:-1]
-                return value
-        return None
+                found.append(value)
+        return found
 
     def set_cookie(self, value: str, max_age: float | None, now: float) -> str:
         """A Set-Cookie value storing `value`; `max_age` None: a browser-session cookie."""
@@ -198,9 +204,10 @@ class CookieResolver:
     def __init__(self, policy: CookiePolicy | None = None) -> None:
         self.policy = policy or CookiePolicy()
 
-    def read(self, headers: HeaderSource) -> Presented | None:
-        value = self.policy.find(headers.get("cookie"))
-        return None if value is None else Presented(_usable(value), self)
+    def candidates(self, headers: HeaderSource) -> list[Presented]:
+        return [
+            Presented(_usable(value), self) for value in self.policy.values(headers.get("cookie"))
+        ]
 
     def write(self, outcome: Outcome, now: float) -> list[tuple[str, str]]:
         if outcome.id is None:
@@ -227,9 +234,9 @@ class HeaderResolver:
         self.name = name
         self.vary: tuple[str, ...] = (name,)
 
-    def read(self, headers: HeaderSource) -> Presented | None:
+    def candidates(self, headers: HeaderSource) -> list[Presented]:
         value = headers.get(self.name.lower())
-        return None if value is None else Presented(_usable(value.strip()), self)
+        return [] if value is None else [Presented(_usable(value.strip()), self)]
 
     def write(self, outcome: Outcome, now: float) -> list[tuple[str, str]]:
         return [(self.name, outcome.id or "")]
@@ -249,12 +256,8 @@ class CompositeResolver:
         self.resolvers = tuple(resolvers)
         self.vary = tuple(dict.fromkeys(name for r in self.resolvers for name in r.vary))
 
-    def read(self, headers: HeaderSource) -> Presented | None:
-        for resolver in self.resolvers:
-            presented = resolver.read(headers)
-            if presented is not None:
-                return presented
-        return None
+    def candidates(self, headers: HeaderSource) -> list[Presented]:
+        return [found for resolver in self.resolvers for found in resolver.candidates(headers)]
 
     def write(self, outcome: Outcome, now: float) -> list[tuple[str, str]]:
         return self.resolvers[0].write(outcome, now)

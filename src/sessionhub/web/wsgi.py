@@ -65,7 +65,7 @@ class SessionMiddleware:
         if manager is None or flow is None:
             settings = settings or Settings.load()
             manager = manager or settings.session_manager()
-            flow = flow or settings.flow()
+            flow = flow or settings.flow(manager.lifecycle.ids)
         self.app = app
         self.manager = manager
         self.flow = flow

@@ -154,6 +154,16 @@ def _client_failure(exc: Exception) -> redis_errors.ClusterError:
     )
 
 
+def _refuses_the_database(exc: redis_errors.ResponseError) -> StoreUnavailable | None:
+    """The server's refusal of the database the settings name (SELECT, on connecting):
+    no request can be served until they change, so it is an outage, not a bug."""
+    if type(exc) is redis_errors.ResponseError and str(exc).startswith("DB index is out of"):
+        return StoreUnavailable(
+            "session store unavailable (Redis has no database of the number configured)"
+        )
+    return None
+
+
 def _unavailable(exc: Exception) -> StoreUnavailable:
     if isinstance(exc, redis_errors.TimeoutError):
         return StoreUnavailable("session store timed out")
@@ -754,6 +764,11 @@ class RedisStore:
             if not _is_unavailable(exc):
                 raise
             raise _unavailable(exc) from exc
+        except redis_errors.ResponseError as exc:
+            refusal = _refuses_the_database(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
 
     def _send(self, call: Call | Pause) -> Any:
         if isinstance(call, Pause):
@@ -850,6 +865,11 @@ class AsyncRedisStore:
             if not _is_unavailable(exc):
                 raise
             raise _unavailable(exc) from exc
+        except redis_errors.ResponseError as exc:
+            refusal = _refuses_the_database(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
 
     async def _learn_slots(self) -> None:
         async with self._ready_lock:
