@@ -418,3 +418,17 @@ def test_every_look_at_the_session_varies_on_its_cookie(open_client: OpenClient,
     for reply in looks:
         assert reply.status == 200
         assert "Cookie" in [token.strip() for token in reply.headers["vary"].split(",")]
+
+
+def test_a_login_as_another_user_starts_a_clean_session(open_client: OpenClient) -> None:
+    browser = open_client()
+    browser.post("/write", key="cart", value="1 pear")
+    browser.post("/login", user="alice")
+    assert browser.get("/read").json() == {"data": {"cart": "1 pear"}, "principal": "alice"}
+    browser.post("/write", key="secret", value="alice's")
+    alice = browser.cookie
+    browser.post("/login", user="mallory")
+    assert browser.cookie not in (None, alice)
+    assert browser.get("/read").json() == {"data": {}, "principal": "mallory"}
+    stale = browser.get("/read", headers={"Cookie": f"session={alice}"})
+    assert stale.json() == {"data": {}, "principal": None}  # alice's session ended with her
