@@ -328,6 +328,8 @@ class Settings(BaseSettings):
             "cache": self.client_cache.enabled,
             "cache_size": self.client_cache.size,
             "cache_heartbeat": self.client_cache.heartbeat,
+            # A slot on the move is waited for as long as one command may take.
+            "redirect_patience": self.redis.timeout,
         }
 
     def memory_store(self) -> MemoryStore:

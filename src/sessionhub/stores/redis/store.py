@@ -146,12 +146,26 @@ def _slot_on_the_move(exc: Exception) -> bool:
     return isinstance(exc, AttributeError | TypeError)
 
 
-def _client_failure(exc: Exception) -> redis_errors.ClusterError:
-    """A client failure `_slot_on_the_move` still sees after `REDIRECT_PATIENCE`, as
-    a RedisError: a step may clean up after it, and it leaves the store as a 503."""
-    return redis_errors.ClusterError(
-        f"the Cluster client failed while following a slot on the move ({type(exc).__name__})"
-    )
+class _Redirects:
+    """How one Cluster call is sent again while its slot is on the move (the shells
+    send it and wait)."""
+
+    def __init__(self, patience: float) -> None:
+        self.deadline = time.monotonic() + patience
+
+    def pause_after(self, exc: Exception) -> float:
+        """How long to wait before sending again after `exc`; raises `exc` when it is
+        not a slot on the move, or when the patience is spent (a client failure as a
+        RedisError: a step may clean up after it, and it leaves the store as a 503)."""
+        if not _slot_on_the_move(exc):
+            raise exc
+        if time.monotonic() + _REDIRECT_PAUSE <= self.deadline:
+            return _REDIRECT_PAUSE
+        if isinstance(exc, redis_errors.RedisError):
+            raise exc
+        raise redis_errors.ClusterError(
+            f"the Cluster client failed while following a slot on the move ({type(exc).__name__})"
+        ) from exc
 
 
 def _refuses_the_database(exc: redis_errors.ResponseError) -> StoreUnavailable | None:
@@ -776,18 +790,12 @@ class RedisStore:
             return None
         if not self.commands.cluster:
             return self._send_once(call)
-        deadline = time.monotonic() + self.redirect_patience
+        redirects = _Redirects(self.redirect_patience)
         while True:
             try:
                 return self._send_once(call)
-            except Exception as exc:
-                if not _slot_on_the_move(exc):
-                    raise
-                if time.monotonic() + _REDIRECT_PAUSE > deadline:
-                    if isinstance(exc, redis_errors.RedisError):
-                        raise
-                    raise _client_failure(exc) from exc
-                time.sleep(_REDIRECT_PAUSE)
+            except Exception as exc:  # _Redirects re-raises what is not a slot on the move
+                time.sleep(redirects.pause_after(exc))
 
     def _send_once(self, call: Call) -> Any:
         if call.script is None:
@@ -886,18 +894,12 @@ class AsyncRedisStore:
             return None
         if not self.commands.cluster:
             return await self._send_once(call)
-        deadline = time.monotonic() + self.redirect_patience
+        redirects = _Redirects(self.redirect_patience)
         while True:
             try:
                 return await self._send_once(call)
-            except Exception as exc:
-                if not _slot_on_the_move(exc):
-                    raise
-                if time.monotonic() + _REDIRECT_PAUSE > deadline:
-                    if isinstance(exc, redis_errors.RedisError):
-                        raise
-                    raise _client_failure(exc) from exc
-                await asyncio.sleep(_REDIRECT_PAUSE)
+            except Exception as exc:  # _Redirects re-raises what is not a slot on the move
+                await asyncio.sleep(redirects.pause_after(exc))
 
     async def _send_once(self, call: Call) -> Any:
         if call.script is None:
