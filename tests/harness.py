@@ -122,6 +122,12 @@ class Harness:
         keys: list[bytes] = redis.Redis(port=self.redis_port).keys("*")  # type: ignore[assignment]
         return keys
 
+    def records(self) -> list[bytes]:
+        """The stored sessions (not forwards, markers or books)."""
+        if not self.is_redis:
+            return [h.encode() for h in self.memory._records]
+        return session_records(redis.Redis(port=self.redis_port))
+
     def close(self) -> None:
         if self.sync_client is not None:
             self.sync_client.close()

@@ -140,10 +140,12 @@ def test_delete_and_clear(h: Harness) -> None:
     h.commit(session)
     assert dict(h.load(session_id)) == {"c": 3}
     session = h.load(session_id)
-    session.clear()
-    session["d"] = 4
-    h.commit(session)
-    assert dict(h.load(session_id)) == {"d": 4}
+    session.clear()  # ends the session, as an emptied cookie session ends
+    session["d"] = 4  # then a new one
+    outcome = h.commit(session)
+    assert outcome.id not in (None, session_id)
+    assert h.load(session_id).is_new
+    assert dict(h.load(outcome.id)) == {"d": 4}
 
 
 def test_attribute_names_of_any_shape(h: Harness) -> None:

@@ -199,7 +199,7 @@ def test_ids_never_reach_the_logs(open_client: Clients, redis_client: redis.Redi
         client.get("/read", headers={"Cookie": f"session={planted}"})
         session = SessionManager(MemoryStore()).load(None)
         session["a"] = 1
-        session._committed(IdScheme().new(), session._meta, None)
+        session._state.committed(IdScheme().new(), session._state.meta, None, session)
         logging.getLogger("app").info("the session: %r %s", session, session)
         request.ids.add(str(session.id))
     open_client.close(client)

@@ -23,7 +23,7 @@ from .events import Reason
 from .ids import IdScheme, SessionRef, is_handle
 from .policy import FlushMode, Timeouts
 from .record import BINDING, PRINCIPAL, USER, Delta, Meta, Record, RecordError, apply
-from .session import Session
+from .session import Session, SessionState
 from .stores.base import (
     FORWARDED,
     LIMIT_REACHED,
@@ -111,13 +111,13 @@ class Lifecycle:
     def new_session(self) -> Session:
         """A session that exists only in memory until something is written to it."""
         session = Session(self.codec, self._fresh_meta(self._now()))
-        self._bind(session)
+        self._bind(session._state)
         return session
 
-    def _bind(self, session: Session) -> None:
+    def _bind(self, state: SessionState) -> None:
         """Give a session that is not stored yet a binding, if the codec binds values."""
-        if self._binds and not session.binding:
-            session._meta_changes[BINDING] = secrets.token_urlsafe(12).encode()
+        if self._binds and not state.binding():
+            state.meta_changes[BINDING] = secrets.token_urlsafe(12).encode()
 
     def load(self, raw_id: str | None) -> Steps[Session]:
         """The session `raw_id` names, or a new one.
@@ -125,7 +125,7 @@ class Lifecycle:
         Strict: an id that is malformed, unknown, expired, or whose data cannot
         be decoded gives a new session; the client's id is never adopted. An
         id another request has just rotated away from (a login) gives a new
-        session too, which remembers that id (see `Session._superseded`).
+        session too, which remembers that id (`SessionState.superseded`).
         """
         ref = self.ids.parse(raw_id)
         if ref is None:
@@ -137,9 +137,9 @@ class Lifecycle:
                 return self.new_session()
             if record is FORWARDED:
                 fresh = self.new_session()
-                fresh._superseded = ref
+                fresh._state.superseded = ref
                 return fresh
-            session = Session.from_record(self.codec, ref, record)
+            return Session.from_record(self.codec, ref, record)
         except StoreUnavailable as exc:
             return self._degraded(exc, ref.handle)
         except (RecordError, CodecError, UnicodeDecodeError) as exc:
@@ -148,8 +148,6 @@ class Lifecycle:
                 extra={"session_handle": ref.handle, "reason": str(exc)},
             )
             return self.new_session()
-        session._refreshed = record.meta.accessed == now
-        return session
 
     def _degraded(self, exc: StoreUnavailable, handle: str | None) -> Session:
         if not self.degrade:
@@ -159,7 +157,7 @@ class Lifecycle:
             extra={"session_handle": handle, "reason": exc.reason},
         )
         session = self.new_session()
-        session._degraded = True
+        session._state.degraded = True
         return session
 
     def commit(self, session: Session) -> Steps[Outcome]:
@@ -170,49 +168,50 @@ class Lifecycle:
         SessionEnded if the session ended while the request held it (its
         changes are dropped: an end wins).
         """
-        if session._degraded:
+        state = session._state
+        if state.degraded:
             return Outcome(None, send=False)
         try:
-            return (yield from self._commit(session))
+            return (yield from self._commit(session, state))
         except StoreUnavailable as exc:
-            self._degraded(exc, session._handle())
+            self._degraded(exc, state.handle)
             return Outcome(None, send=False)
 
-    def _commit(self, session: Session) -> Steps[Outcome]:
+    def _commit(self, session: Session, state: SessionState) -> Steps[Outcome]:
         ended = False
-        if session._doomed is not None:
-            yield Delete(session._doomed.handle, self._now(), Reason.LOGOUT, session._doomed_user)
-            logger.info("session ended", extra={"session_handle": session._doomed.handle})
-            session._doomed = None
+        if state.doomed is not None:
+            yield Delete(state.doomed.handle, self._now(), Reason.LOGOUT, state.doomed_user)
+            logger.info("session ended", extra={"session_handle": state.doomed.handle})
+            state.doomed = None
             ended = True
-        ref = session._ref
-        principal = session._pending_principal()
+        ref = state.ref
+        principal = state.pending_principal()
         if principal is not None:
             # Names the user's index: the store's scripts find it in the record.
-            session._bind_user(self.ids.principal_digest(principal).encode())
+            state.bind_user(self.ids.principal_digest(principal).encode())
         if ref is None:
-            return (yield from self._create(session, ended, principal))
-        delta = session._delta()
+            return (yield from self._create(session, state, ended, principal))
+        delta = state.delta(session)
         now = self._now()
-        if session._rotate:
-            new_ref = self.ids.new(self._shard(session, ref.shard))
+        if state.rotating:
+            new_ref = self.ids.new(self._shard(state, ref.shard))
             limit = self.session_limit if principal is not None else None
-            user = session._meta_fields.get(USER)
+            user = state.meta_fields.get(USER)
             meta = yield Rotate(ref.handle, new_ref.handle, delta or Delta(), now, limit, user)
             if meta is LIMIT_REACHED:
-                raise self._refused(session, principal)
+                raise self._refused(state, principal)
             if meta is PRINCIPAL_CHANGED:
                 # Another request logged this session in as someone else meanwhile:
                 # this login starts a session of its own, as if from a fresh one.
-                session._ref = None
-                return (yield from self._create(session, ended, principal))
+                state.ref = None
+                return (yield from self._create(session, state, ended, principal))
             if meta is None:
                 raise self._gone(session, ref)
-            session._committed(new_ref, meta, delta or Delta())
-            return self._outcome(session, send=True)
+            state.committed(new_ref, meta, delta or Delta(), session)
+            return self._outcome(state, send=True)
         if delta is None:
-            return self._outcome(session, send=session._refreshed and session._persistent())
-        base = session._base
+            return self._outcome(state, send=state.refreshed and state.persistent())
+        base = state.base
         expected = apply(base, delta, now) if base is not None else None
         meta = yield Apply(ref.handle, delta, now, expected)
         if meta is None:
@@ -220,55 +219,57 @@ class Lifecycle:
         if isinstance(meta, Followed):
             # Rotated by another request since it was read: the changes are in the
             # rotated session, whose id this request must not learn or hand out.
-            session._committed(ref, meta.meta, delta)
-            return self._outcome(session, send=False)
-        expiry_moved = meta.expires != session._meta.expires
-        session._committed(ref, meta, delta)
+            state.committed(ref, meta.meta, delta, session)
+            return self._outcome(state, send=False)
+        expiry_moved = meta.expires != state.meta.expires
+        state.committed(ref, meta, delta, session)
         if expected is not None and meta == expected.meta:
-            session._base = expected
-        return self._outcome(session, send=expiry_moved and session._persistent())
+            state.base = expected
+        return self._outcome(state, send=expiry_moved and state.persistent())
 
-    def _create(self, session: Session, ended: bool, principal: str | None) -> Steps[Outcome]:
+    def _create(
+        self, session: Session, state: SessionState, ended: bool, principal: str | None
+    ) -> Steps[Outcome]:
         # A session that was invalidated, lost, or committed empty earlier in
         # its life dropped its binding with the rest: values must not be sealed
         # bound to their name alone.
-        self._bind(session)
-        fields = session._fields()
+        self._bind(state)
+        fields = state.fields(session)
         attributes = any(name[:1] != b"!" for name in fields)
         if not attributes and PRINCIPAL not in fields:
             # Nothing worth storing: stay lazy.
-            session._forget(None, session._meta)
+            state.forget(None, state.meta)
             return Outcome(None, send=ended)
-        superseded = session._superseded
+        superseded = state.superseded
         if superseded is not None and principal is None:
             # A new id here would replace the one the rotating request gives the
             # client: refused, and said so (a login makes its own session).
             raise self._gone(session, superseded, rotated=True)
         now = self._now()
         meta = self._fresh_meta(now)
-        if session._idle_change is not None:
-            meta.idle = session._idle_change
-        if session._deadline_change is not None:
-            meta.deadline = session._deadline_change
+        if state.idle_change is not None:
+            meta.idle = state.idle_change
+        if state.deadline_change is not None:
+            meta.deadline = state.deadline_change
         meta.version = 1
         record = Record(meta, fields)
-        ref = self.ids.new(self._shard(session, None))
+        ref = self.ids.new(self._shard(state, None))
         limit = self.session_limit if principal is not None else None
         while not (stored := (yield Create(ref.handle, record, limit))):
             ref = self.ids.new(ref.shard)  # 2^-256 odds; but never share a record
         if stored is LIMIT_REACHED:
-            raise self._refused(session, principal)
+            raise self._refused(state, principal)
         logger.info("session created", extra={"session_handle": ref.handle})
-        session._committed(ref, meta, None)
-        session._base = record
-        return self._outcome(session, send=True)
+        state.committed(ref, meta, None, session)
+        state.base = record
+        return self._outcome(state, send=True)
 
-    def _shard(self, session: Session, current: str | None) -> str | None:
-        principal = session._principal()
+    def _shard(self, state: SessionState, current: str | None) -> str | None:
+        principal = state.principal()
         return self.ids.shard_of(principal) if principal is not None else current
 
-    def _refused(self, session: Session, principal: str | None) -> LoginRefused:
-        session._cancel_login()
+    def _refused(self, state: SessionState, principal: str | None) -> LoginRefused:
+        state.cancel_login()
         limit = self.session_limit.max_sessions if self.session_limit else 0
         return LoginRefused(principal or "", limit)
 
@@ -285,12 +286,12 @@ class Lifecycle:
                 "expired); its changes were not saved"
             )
         logger.info(reason, extra={"session_handle": ref.handle})
-        session._lost(self._fresh_meta(self._now()))
+        session._state.lost(self._fresh_meta(self._now()), session)
         return SessionEnded(reason)
 
     @staticmethod
-    def _outcome(session: Session, *, send: bool) -> Outcome:
-        return Outcome(session._id(), send, session._expires_at(), session._persistent())
+    def _outcome(state: SessionState, *, send: bool) -> Outcome:
+        return Outcome(state.id, send, state.expires_at(), state.persistent())
 
     # -- the sessions of one user ------------------------------------------------
 
@@ -321,7 +322,10 @@ class Lifecycle:
         Returns the handles of the sessions ended.
         """
         user = self.user(principal)
-        keep = except_current._handle() if isinstance(except_current, Session) else except_current
+        if isinstance(except_current, Session):
+            keep = except_current._state.handle
+        else:
+            keep = except_current
         if keep is not None and not is_handle(keep):
             raise ValueError("except_current must be a Session or a session handle")
         if reason is None:
@@ -406,7 +410,7 @@ class _Manager(Generic[StoreT]):
 
     def _watch(self, session: Session) -> Session:
         if self.flush_mode is FlushMode.IMMEDIATE:
-            session._on_change = lambda: self._flush(session)
+            session._state.on_change = lambda: self._flush(session)
         return session
 
     def _flush(self, session: Session) -> None:
@@ -446,11 +450,11 @@ class SessionManager(_Manager[Store]):
         return run_steps(steps, self.store)
 
     def _flush(self, session: Session) -> None:
-        session._on_change = None  # a commit must not re-enter itself
+        session._state.on_change = None  # a commit must not re-enter itself
         try:
             self.commit(session)
         finally:
-            session._on_change = lambda: self._flush(session)
+            session._state.on_change = lambda: self._flush(session)
 
 
 class AsyncSessionManager(_Manager[AsyncStore]):
@@ -464,7 +468,7 @@ class AsyncSessionManager(_Manager[AsyncStore]):
         return self._watch(await arun_steps(self.lifecycle.load(session_id), self.store))
 
     async def commit(self, session: Session) -> Outcome:
-        pending, session._pending_flush = session._pending_flush, None
+        pending, session._state.pending_flush = session._state.pending_flush, None
         if pending is not None:
             await pending
         return await arun_steps(self.lifecycle.commit(session), self.store)
@@ -492,11 +496,11 @@ class AsyncSessionManager(_Manager[AsyncStore]):
         return await arun_steps(steps, self.store)
 
     def _flush(self, session: Session) -> None:
-        previous = session._pending_flush
+        previous = session._state.pending_flush
 
         async def flush() -> Outcome:
             if previous is not None:
                 await previous
             return await arun_steps(self.lifecycle.commit(session), self.store)
 
-        session._pending_flush = asyncio.get_running_loop().create_task(flush())
+        session._state.pending_flush = asyncio.get_running_loop().create_task(flush())

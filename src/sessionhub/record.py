@@ -77,6 +77,9 @@ class Meta:
 class Record:
     meta: Meta
     fields: dict[bytes, bytes] = field(default_factory=dict)
+    #: Set by a store's read that moved the idle expiry (to `meta.accessed`): a
+    #: remembered session's cookie is then renewed.
+    refreshed: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

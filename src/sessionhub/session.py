@@ -1,13 +1,21 @@
-"""The session an application reads and writes: a mapping with a change log.
+"""The session an application reads and writes: a `dict`, whose changes are tracked.
+
+A `Session` is a real `dict` of JSON values, as Starlette's and Flask's sessions
+are: ``json.dumps(session)``, ``session |= data``, ``popitem()`` and the rest
+work as on any dict. What the lifecycle needs besides the values -- what the
+store holds, what changed since, what is to happen at commit -- is the
+session's `SessionState` (``session._state``), kept apart from the mapping.
 
 What is saved at commit:
 
 * assignment (`session[k] = v`), including re-assigning a value that was
   mutated in place (`cart = session["cart"]; cart.append(x); session["cart"] = cart`);
-* `del session[k]`, `pop`, `popitem`, `clear`, `update`, `setdefault`;
+* `del session[k]`, `pop`, `popitem`, `update`, `setdefault`, `|=`;
 * in-place mutation of a dict or list that was *read* during this request,
   even without re-assignment: such values are re-encoded at commit and saved
-  if their encoding changed.
+  if their encoding changed;
+* `clear()`: the session is ended (deleted from the store, no longer anyone's),
+  as a cookie session is when emptied; values set afterwards start a new one.
 
 What is not: changes made to a value after the session was committed, and
 mutation of an object that was never read from or assigned to the session in
@@ -22,7 +30,7 @@ attribute keep the last one written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
 from .codec import JSON, Codec, dumps, from_json, loads, to_json
@@ -41,80 +49,288 @@ from .record import (
     field_name,
 )
 
-__all__ = ["Session"]
+__all__ = ["Session", "SessionState"]
 
 T = TypeVar("T")
 
 _REMEMBER = b"!r"
 _MUTABLE = (dict, list)
+_MISSING: Any = object()
 
 
-class Session(MutableMapping[str, JSON]):
-    """One user's session. Create it through a `SessionManager`, not directly."""
+class SessionState:
+    """What the lifecycle knows of a session besides its values.
 
-    # One is built for every request, anonymous ones included: slots make that cheaper.
+    What the store holds (its id, header, metadata, each attribute's JSON as
+    stored) and what changed since (attributes assigned, removed, mutable ones
+    handed out; metadata set; a rotation, an end, new timeouts asked for).
+    The `Session` records changes here; the lifecycle (`sessionhub.manager`)
+    reads them and records what a commit stored. No I/O.
+    """
+
     __slots__ = (
-        "__weakref__",
-        "_assigned",
-        "_base",
-        "_cleared",
-        "_codec",
-        "_deadline_change",
-        "_degraded",
-        "_doomed",
-        "_doomed_user",
-        "_idle_change",
-        "_meta",
-        "_meta_changes",
-        "_meta_fields",
-        "_on_change",
-        "_pending_flush",
-        "_read",
-        "_ref",
-        "_refreshed",
-        "_removed",
-        "_rotate",
-        "_stored",
-        "_superseded",
-        "_values",
-        "accessed",
+        "assigned",
+        "base",
+        "cleared",
+        "codec",
+        "deadline_change",
+        "degraded",
+        "doomed",
+        "doomed_user",
+        "idle_change",
+        "meta",
+        "meta_changes",
+        "meta_fields",
+        "on_change",
+        "pending_flush",
+        "read",
+        "ref",
+        "refreshed",
+        "removed",
+        "rotating",
+        "stored",
+        "superseded",
     )
 
-    _ref: SessionRef | None
-    _meta: Meta
-    _values: dict[str, JSON]
-    # attribute -> its JSON as last stored; None if stored in an older form
-    # (plaintext, an older key): sealed again when the application touches it
-    _stored: dict[str, bytes | None]
-    _assigned: set[str]
-    _removed: set[str]
-    _read: set[str]  # mutable values handed out this request
-    _cleared: bool
-    _meta_fields: dict[bytes, bytes]
-    _meta_changes: dict[bytes, bytes | None]
-    _idle_change: int | None
-    _deadline_change: int | None
-    _rotate: bool
-    _doomed: SessionRef | None
-    _doomed_user: bytes | None  # the doomed record's user digest, if it had one
-    # The id the request came with, when another request had just rotated the
-    # session away from it: this session starts empty (that id may not open
-    # the rotated one), a write to it is refused rather than given a new id
-    # that would replace the client's new one, and a logout follows the id.
-    _superseded: SessionRef | None
-    # The record as stored, when this process knows it exactly (after a load,
-    # a create or an unmerged commit): a commit can then send the record it
-    # leaves, which the store keeps as it is unless someone wrote meanwhile.
-    _base: Record | None
+    ref: SessionRef | None
+    meta: Meta
+    #: attribute -> its JSON as last stored; None if stored in an older form
+    #: (plaintext, an older key): sealed again when the application touches it
+    stored: dict[str, bytes | None]
+    assigned: set[str]
+    removed: set[str]
+    read: set[str]  # mutable values handed out this request
+    cleared: bool
+    meta_fields: dict[bytes, bytes]
+    meta_changes: dict[bytes, bytes | None]
+    idle_change: int | None
+    deadline_change: int | None
+    rotating: bool
+    doomed: SessionRef | None  # a stored session this one ended, deleted at commit
+    doomed_user: bytes | None  # its user digest, if it had one
+    #: The id the request came with, when another request had just rotated the
+    #: session away from it: the session starts empty (that id may not open the
+    #: rotated one), a write to it is refused rather than given a new id that
+    #: would replace the client's new one, and a logout follows the id.
+    superseded: SessionRef | None
+    #: The record as stored, when this process knows it exactly (after a load,
+    #: a create or an unmerged commit): a commit can then send the record it
+    #: leaves, which the store keeps as it is unless someone wrote meanwhile.
+    base: Record | None
 
     def __init__(self, codec: Codec, meta: Meta, ref: SessionRef | None = None) -> None:
-        self._codec = codec
-        self._forget(ref, meta)
-        self._superseded = None
-        self._refreshed = False
-        self._on_change: Callable[[], None] | None = None
-        self._pending_flush: Any = None  # the asyncio task of an immediate flush
-        self._degraded = False  # made up because the store was unavailable: never stored
+        self.codec = codec
+        self.forget(ref, meta)
+        self.superseded = None
+        self.refreshed = False  # the load moved the idle expiry
+        self.on_change: Callable[[], None] | None = None
+        self.pending_flush: Any = None  # the asyncio task of an immediate flush
+        self.degraded = False  # made up because the store was unavailable: never stored
+
+    # -- who and when ---------------------------------------------------------
+
+    @property
+    def id(self) -> str | None:
+        return self.ref.id if self.ref else None
+
+    @property
+    def handle(self) -> str | None:
+        return self.ref.handle if self.ref else None
+
+    def meta_value(self, name: bytes) -> bytes | None:
+        if name in self.meta_changes:
+            changed: bytes | None = self.meta_changes[name]
+            return changed
+        stored: bytes | None = self.meta_fields.get(name)
+        return stored
+
+    def principal(self) -> str | None:
+        raw = self.meta_value(PRINCIPAL)
+        return None if raw is None else str(loads(raw))
+
+    def authenticated_at(self) -> float | None:
+        raw = self.meta_value(AUTH_TIME)
+        return None if raw is None else int(raw) / 1000
+
+    def client_info(self) -> dict[str, Any]:
+        raw = self.meta_value(CLIENT_INFO)
+        return {} if raw is None else dict(loads(raw))
+
+    def binding(self) -> str:
+        raw = self.meta_value(BINDING)
+        return "" if raw is None else raw.decode("ascii")
+
+    def persistent(self) -> bool:
+        return self.meta_value(_REMEMBER) is not None
+
+    def idle(self) -> int:
+        return self.idle_change or self.meta.idle
+
+    def deadline(self) -> int:
+        return self.deadline_change or self.meta.deadline
+
+    def expires_at(self) -> float:
+        return min(self.meta.accessed + self.idle(), self.deadline()) / 1000
+
+    @property
+    def modified(self) -> bool:
+        """Whether a commit would write anything (in-place mutation aside)."""
+        return bool(
+            self.assigned
+            or self.removed
+            or self.cleared
+            or self.meta_changes
+            or self.idle_change is not None
+            or self.deadline_change is not None
+            or self.rotating
+            or self.doomed is not None
+        )
+
+    # -- changes, as the session records them ------------------------------------
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def set_meta(self, name: bytes, value: bytes | None) -> None:
+        self.meta_changes[name] = value
+        self.changed()
+
+    def pending_principal(self) -> str | None:
+        """The principal a pending login binds, if any."""
+        raw = self.meta_changes.get(PRINCIPAL)
+        if raw is None or raw == self.meta_fields.get(PRINCIPAL):
+            return None
+        return str(loads(raw))
+
+    def bind_user(self, digest: bytes) -> None:
+        """Record the pending login's user digest (part of the login: no flush of its own)."""
+        self.meta_changes[USER] = digest
+
+    def cancel_login(self) -> None:
+        """Drop a pending login (refused): the session stays as it was before it."""
+        for name in (PRINCIPAL, AUTH_TIME, USER):
+            self.meta_changes.pop(name, None)
+        self.rotating = False
+
+    def end(self, values: dict[str, JSON]) -> None:
+        """End the stored session at commit; `values` (the session's) are emptied."""
+        doomed, user = self.doomed, self.doomed_user
+        if doomed is None:
+            doomed, user = self.ref or self.superseded, self.meta_fields.get(USER)
+        self.forget(self.ref, self.meta)
+        dict.clear(values)
+        self.ref = None
+        self.doomed, self.doomed_user = doomed, user
+        self.superseded = None
+        self.changed()
+
+    # -- what a commit sends, and what it stored -------------------------------------
+
+    def seal(self, name: str, plaintext: bytes) -> bytes:
+        return self.codec.seal(plaintext, name, self.binding())
+
+    def delta(self, values: dict[str, JSON]) -> Delta | None:
+        """The changes since load or the last commit; None when there are none."""
+        sets: dict[bytes, bytes] = {}
+        for name in self.assigned | self.read:
+            if name not in values:
+                continue
+            plaintext = to_json(values[name], name)
+            if self.cleared or self.stored.get(name) != plaintext:
+                sets[field_name(name)] = self.seal(name, plaintext)
+        deletes = tuple(field_name(name) for name in self.removed if name in self.stored)
+        for meta_name, value in self.meta_changes.items():
+            if value is None:
+                deletes += (meta_name,)
+            elif self.meta_fields.get(meta_name) != value:
+                sets[meta_name] = value
+        if not (
+            sets
+            or deletes
+            or self.cleared
+            or self.idle_change is not None
+            or self.deadline_change is not None
+        ):
+            return None
+        return Delta(sets, deletes, self.cleared, self.idle_change, self.deadline_change)
+
+    def fields(self, values: dict[str, JSON]) -> dict[bytes, bytes]:
+        """Every field, for a session stored for the first time."""
+        fields = dict(self.meta_fields)
+        for meta_name, value in self.meta_changes.items():
+            if value is None:
+                fields.pop(meta_name, None)
+            else:
+                fields[meta_name] = value
+        for name in values:
+            fields[field_name(name)] = self.seal(name, to_json(values[name], name))
+        return fields
+
+    def committed(
+        self, ref: SessionRef, meta: Meta, delta: Delta | None, values: dict[str, JSON]
+    ) -> None:
+        """Record that the store now holds the session under `ref` as `meta`.
+
+        `delta` is what was sent; None when every field was (a new record).
+        """
+        stored: dict[str, bytes | None]
+        if delta is None or delta.clear:
+            stored = {name: to_json(values[name], name) for name in values}
+        else:
+            stored = self.stored
+            for name in self.removed:
+                stored.pop(name, None)
+            for name in self.assigned | self.read:
+                if name in values:
+                    stored[name] = to_json(values[name], name)
+        fields = self.meta_fields
+        for meta_name, value in self.meta_changes.items():
+            if value is None:
+                fields.pop(meta_name, None)
+            else:
+                fields[meta_name] = value
+        self.forget(ref, meta)
+        self.stored, self.meta_fields = stored, fields
+
+    def lost(self, meta: Meta, values: dict[str, JSON]) -> None:
+        """The stored session vanished (ended elsewhere): continue as a new, empty one."""
+        self.forget(None, meta)
+        dict.clear(values)
+
+    def forget(self, ref: SessionRef | None, meta: Meta) -> None:
+        """Reset to an unchanged session `ref` with nothing stored."""
+        self.ref = ref
+        self.meta = meta
+        self.stored = {}
+        self.meta_fields = {}
+        self.meta_changes = {}
+        self.assigned = set()
+        self.removed = set()
+        self.read = set()
+        self.cleared = False
+        self.rotating = False
+        self.doomed = None
+        self.doomed_user = None
+        self.idle_change = None
+        self.deadline_change = None
+        self.base = None
+
+
+class Session(dict[str, JSON]):
+    """One user's session: a `dict` of JSON values. Create it through a
+    `SessionManager`, not directly.
+
+    Reading any of its state -- a key, or who is logged in -- marks it
+    `accessed`: the response then depends on the session (`Vary`).
+    """
+
+    # One is built for every request, anonymous ones included: slots make that cheaper.
+    __slots__ = ("__weakref__", "_state", "accessed")
+
+    def __init__(self, codec: Codec, meta: Meta, ref: SessionRef | None = None) -> None:
+        super().__init__()
+        self._state = SessionState(codec, meta, ref)
         #: True once the application looked at or changed the session.
         self.accessed = False
 
@@ -124,21 +340,24 @@ class Session(MutableMapping[str, JSON]):
     def from_record(cls, codec: Codec, ref: SessionRef, record: Record) -> Session:
         """The session a record describes; RecordError/CodecError if it cannot be read."""
         session = cls(codec, record.meta, ref)
-        session._base = record
-        values, stored, meta = session._values, session._stored, session._meta_fields
+        state = session._state
+        state.base = record
+        state.refreshed = record.refreshed
+        stored, meta = state.stored, state.meta_fields
         binding = record.fields.get(BINDING, b"").decode("ascii", "replace")
         plain = codec.stores_plaintext
+        put = dict.__setitem__
         for name, raw in record.fields.items():
             if name[:1] == b"!":
                 meta[name] = raw
                 continue
             attribute = attribute_name(name)
             if plain:
-                values[attribute] = from_json(raw, attribute)
+                put(session, attribute, from_json(raw, attribute))
                 stored[attribute] = raw
                 continue
             plaintext = codec.open(raw, attribute, binding)
-            values[attribute] = from_json(plaintext, attribute)
+            put(session, attribute, from_json(plaintext, attribute))
             stored[attribute] = plaintext if codec.is_current(raw) else None
         if not meta:
             return session
@@ -154,180 +373,262 @@ class Session(MutableMapping[str, JSON]):
             raise RecordError("binding is not ASCII")
         return session
 
-    # -- the mapping --------------------------------------------------------
+    # -- reading ------------------------------------------------------------------
 
     def __getitem__(self, name: str) -> JSON:
         self.accessed = True
-        value = self._values[name]
+        value = dict.__getitem__(self, name)
         if isinstance(value, _MUTABLE):
-            self._read.add(name)
+            self._state.read.add(name)
         return value
 
     @overload
-    def get(self, name: str, /) -> JSON | None: ...
+    def get(self, name: str, default: None = None, /) -> JSON: ...
 
     @overload
-    def get(self, name: str, /, default: JSON | T) -> JSON | T: ...
+    def get(self, name: str, default: JSON, /) -> JSON: ...
 
-    def get(self, name: str, /, default: object = None) -> object:
-        # Mapping's get goes through a KeyError for every missing name: the
-        # anonymous request's "am I logged in?" would pay for it.
-        if name in self._values:
-            return self[name]
+    @overload
+    def get(self, name: str, default: T, /) -> JSON | T: ...
+
+    def get(self, name: str, default: object = None, /) -> object:
+        # No KeyError for a missing name: the anonymous request's "am I logged in?"
+        # would pay for it.
         self.accessed = True
-        return default
+        value = dict.get(self, name, _MISSING)
+        if value is _MISSING:
+            return default
+        if isinstance(value, _MUTABLE):
+            self._state.read.add(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        self.accessed = True
+        return dict.__contains__(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        self.accessed = True
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self.accessed = True
+        return dict.__len__(self)
+
+    def keys(self) -> Any:
+        self.accessed = True
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self._handing_out_all()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._handing_out_all()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, JSON]:
+        """A plain dict of the values (they are not copied: changing one changes the session's)."""
+        self._handing_out_all()
+        return dict(dict.items(self))
+
+    def __eq__(self, other: object) -> bool:
+        self.accessed = True
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        self.accessed = True
+        return dict.__ne__(self, other)
+
+    def __or__(self, other: Any) -> Any:
+        self._handing_out_all()
+        return dict.__or__(self, other)
+
+    def __ror__(self, other: Any) -> Any:
+        self._handing_out_all()
+        return dict.__ror__(self, other)
+
+    def __repr__(self) -> str:
+        # The values, as a dict shows them (the id is not one of them); not a look.
+        return f"<Session {dict.__repr__(self)}>"
+
+    def _handing_out_all(self) -> None:
+        self.accessed = True
+        read = self._state.read
+        for name, value in dict.items(self):
+            if isinstance(value, _MUTABLE):
+                read.add(name)
+
+    # -- changing -----------------------------------------------------------------
 
     def __setitem__(self, name: str, value: JSON) -> None:
         if not isinstance(name, str):
             raise TypeError("session attribute names are strings")
         to_json(value, name)  # refuse non-JSON values now
         self.accessed = True
-        self._values[name] = value
-        self._assigned.add(name)
-        self._removed.discard(name)
-        self._changed()
+        dict.__setitem__(self, name, value)
+        state = self._state
+        state.assigned.add(name)
+        state.removed.discard(name)
+        state.changed()
 
     def __delitem__(self, name: str) -> None:
         self.accessed = True
-        del self._values[name]
-        self._assigned.discard(name)
-        self._read.discard(name)
-        self._removed.add(name)
-        self._changed()
+        dict.__delitem__(self, name)
+        self._removed(name)
 
-    def __iter__(self) -> Iterator[str]:
+    def pop(self, name: str, default: Any = _MISSING, /) -> Any:
         self.accessed = True
-        return iter(self._values)
+        if not dict.__contains__(self, name):
+            if default is _MISSING:
+                raise KeyError(name)
+            return default
+        value = dict.pop(self, name)
+        self._removed(name)
+        return value
 
-    def __len__(self) -> int:
+    def popitem(self) -> tuple[str, JSON]:
+        """The last item set, removed (as a dict does)."""
         self.accessed = True
-        return len(self._values)
+        name, value = dict.popitem(self)
+        self._removed(name)
+        return name, value
 
-    def __contains__(self, name: object) -> bool:
-        self.accessed = True
-        return name in self._values
+    def setdefault(self, name: str, default: JSON = None, /) -> JSON:  # type: ignore[override]
+        if dict.__contains__(self, name):
+            return self[name]
+        self[name] = default
+        return default
+
+    def update(self, other: Any = (), /, **more: JSON) -> None:
+        pairs: Iterable[tuple[str, JSON]]
+        if isinstance(other, Mapping):
+            pairs = [(name, other[name]) for name in other]
+        elif hasattr(other, "keys"):  # a mapping in all but name, as dict.update takes it
+            pairs = [(name, other[name]) for name in other.keys()]  # noqa: SIM118
+        else:
+            pairs = other
+        for name, value in pairs:
+            self[name] = value
+        for name, value in more.items():
+            self[name] = value
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override]
+        self.update(other)
+        return self
 
     def clear(self) -> None:
-        self.accessed = True
-        self._values.clear()
-        self._assigned.clear()
-        self._removed.clear()
-        self._read.clear()
-        self._cleared = True
-        self._changed()
+        """Empty the session: it ends (deleted from the store at commit, the client
+        told to drop its id), as a cookie session ends when emptied. Values set
+        afterwards start a new session, with a new id."""
+        self.invalidate()
 
-    def __repr__(self) -> str:
-        # Never the id: reprs end up in logs and tracebacks.
-        return f"<Session handle={self._handle()!r} attributes={len(self._values)}>"
+    def _removed(self, name: str) -> None:
+        state = self._state
+        state.assigned.discard(name)
+        state.read.discard(name)
+        state.removed.add(name)
+        state.changed()
 
     # -- metadata -------------------------------------------------------------
     #
     # Reading any of these counts as a look at the session, as reading a key
     # does: a response that shows who is logged in depends on the cookie
-    # (`Vary`). sessionhub's own code reads the private forms below instead.
+    # (`Vary`). sessionhub's own code reads `_state` instead.
 
     @property
     def id(self) -> str | None:
         """The id the client holds; None until the session is first stored."""
         self.accessed = True
-        return self._ref.id if self._ref else None
+        return self._state.id
 
     @property
     def handle(self) -> str | None:
         """The store's name for this session: safe to log and to show operators."""
         self.accessed = True
-        return self._ref.handle if self._ref else None
+        return self._state.handle
 
     @property
     def is_new(self) -> bool:
         self.accessed = True
-        return self._ref is None
+        return self._state.ref is None
 
     @property
     def created_at(self) -> float:
         self.accessed = True
-        return self._meta.created / 1000
+        return self._state.meta.created / 1000
 
     @property
     def accessed_at(self) -> float:
         self.accessed = True
-        return self._meta.accessed / 1000
+        return self._state.meta.accessed / 1000
 
     @property
     def idle_timeout(self) -> float:
         self.accessed = True
-        return (self._idle_change or self._meta.idle) / 1000
+        return self._state.idle() / 1000
 
     @property
     def deadline(self) -> float:
         """The absolute deadline (seconds since the epoch)."""
         self.accessed = True
-        return (self._deadline_change or self._meta.deadline) / 1000
+        return self._state.deadline() / 1000
 
     @property
     def expires_at(self) -> float:
         """When the session ends if not used again (seconds since the epoch)."""
         self.accessed = True
-        return self._expires_at()
+        return self._state.expires_at()
 
     @property
     def version(self) -> int:
         self.accessed = True
-        return self._meta.version
+        return self._state.meta.version
 
     @property
     def principal(self) -> str | None:
         self.accessed = True
-        return self._principal()
+        return self._state.principal()
 
     @property
     def authenticated_at(self) -> float | None:
         self.accessed = True
-        return self._authenticated_at()
+        return self._state.authenticated_at()
 
     @property
     def client_info(self) -> dict[str, Any]:
         """What the application chose to record about the client (user agent, IP...)."""
         self.accessed = True
-        return self._client_info()
+        return self._state.client_info()
 
     @client_info.setter
     def client_info(self, info: dict[str, Any]) -> None:
-        self._set_meta(CLIENT_INFO, dumps(info))
+        self.accessed = True
+        self._state.set_meta(CLIENT_INFO, dumps(info))
 
     @property
     def binding(self) -> str:
         """A random token fixed for the session's life, which codecs may bind values to."""
         self.accessed = True
-        return self._binding()
+        return self._state.binding()
 
     @property
     def persistent(self) -> bool:
         """Whether the client should keep the id beyond the browser session ("remember me")."""
         self.accessed = True
-        return self._persistent()
+        return self._state.persistent()
 
     @property
     def modified(self) -> bool:
         """Whether a commit would write anything (in-place mutation aside)."""
-        return bool(
-            self._assigned
-            or self._removed
-            or self._cleared
-            or self._meta_changes
-            or self._idle_change is not None
-            or self._deadline_change is not None
-            or self._rotate
-            or self._doomed is not None
-        )
+        return self._state.modified
 
     # -- lifecycle requests, carried out at commit ------------------------------
 
     def rotate(self) -> None:
         """Give the session a new id at commit; the old id stops working."""
         self.accessed = True
-        self._rotate = True
-        self._changed()
+        self._state.rotating = True
+        self._state.changed()
 
     def login(self, principal: str, *, now: float) -> None:
         """Bind the session to `principal` and rotate its id (fixation protection).
@@ -339,11 +640,13 @@ class Session(MutableMapping[str, JSON]):
         """
         if not isinstance(principal, str) or not principal:
             raise ValueError("principal must be a non-empty string")
-        stored = self._meta_fields.get(PRINCIPAL)
+        state = self._state
+        stored = state.meta_fields.get(PRINCIPAL)
         if stored is not None and loads(stored) != principal:
             self.invalidate()
-        self._set_meta(PRINCIPAL, dumps(principal))
-        self._set_meta(AUTH_TIME, b"%d" % int(now * 1000))
+        self.accessed = True
+        state.set_meta(PRINCIPAL, dumps(principal))
+        state.set_meta(AUTH_TIME, b"%d" % int(now * 1000))
         self.rotate()
 
     def invalidate(self) -> None:
@@ -352,182 +655,23 @@ class Session(MutableMapping[str, JSON]):
         Writing to the session afterwards starts a new one, with a new id.
         """
         self.accessed = True
-        doomed: SessionRef | None = self._doomed
-        user = self._doomed_user
-        if doomed is None:
-            doomed, user = self._ref or self._superseded, self._meta_fields.get(USER)
-        self._forget(self._ref, self._meta)
-        self._ref = None
-        self._doomed, self._doomed_user = doomed, user
-        self._superseded = None
-        self._changed()
+        self._state.end(self)
 
     def remember(self, idle: float, absolute: float | None = None) -> None:
         """Keep this session longer than the default ("remember me").
 
-        `idle` replaces the idle timeout for this session; `absolute`, if
-        given, moves the absolute deadline to `absolute` seconds after creation.
-        The client is told to keep the id across browser restarts.
+        `idle` replaces the idle timeout for this session; the absolute limit
+        becomes `absolute` seconds after creation (by default `idle`), unless
+        the session's own is later already. The client is told to keep the id
+        across browser restarts.
         """
         if idle <= 0 or (absolute is not None and absolute <= 0):
             raise ValueError("timeouts must be positive")
-        self._idle_change = int(idle * 1000)
-        if absolute is not None:
-            self._deadline_change = self._meta.created + int(absolute * 1000)
-        self._set_meta(_REMEMBER, b"1")
-
-    # -- for the manager ----------------------------------------------------------
-
-    def _id(self) -> str | None:
-        return self._ref.id if self._ref else None
-
-    def _handle(self) -> str | None:
-        return self._ref.handle if self._ref else None
-
-    def _principal(self) -> str | None:
-        raw = self._meta_value(PRINCIPAL)
-        return None if raw is None else str(loads(raw))
-
-    def _authenticated_at(self) -> float | None:
-        raw = self._meta_value(AUTH_TIME)
-        return None if raw is None else int(raw) / 1000
-
-    def _client_info(self) -> dict[str, Any]:
-        raw = self._meta_value(CLIENT_INFO)
-        return {} if raw is None else dict(loads(raw))
-
-    def _binding(self) -> str:
-        raw = self._meta_value(BINDING)
-        return "" if raw is None else raw.decode("ascii")
-
-    def _persistent(self) -> bool:
-        return self._meta_value(_REMEMBER) is not None
-
-    def _expires_at(self) -> float:
-        idle = self._idle_change or self._meta.idle
-        deadline = self._deadline_change or self._meta.deadline
-        return min(self._meta.accessed + idle, deadline) / 1000
-
-    def _meta_value(self, name: bytes) -> bytes | None:
-        if name in self._meta_changes:
-            changed: bytes | None = self._meta_changes[name]
-            return changed
-        stored: bytes | None = self._meta_fields.get(name)
-        return stored
-
-    def _set_meta(self, name: bytes, value: bytes | None) -> None:
         self.accessed = True
-        self._meta_changes[name] = value
-        self._changed()
-
-    def _pending_principal(self) -> str | None:
-        """The principal a pending login binds, if any."""
-        raw = self._meta_changes.get(PRINCIPAL)
-        if raw is None or raw == self._meta_fields.get(PRINCIPAL):
-            return None
-        return str(loads(raw))
-
-    def _bind_user(self, digest: bytes) -> None:
-        """Record the pending login's user digest (part of the login: no flush of its own)."""
-        self._meta_changes[USER] = digest
-
-    def _cancel_login(self) -> None:
-        """Drop a pending login (refused): the session stays as it was before it."""
-        for name in (PRINCIPAL, AUTH_TIME, USER):
-            self._meta_changes.pop(name, None)
-        self._rotate = False
-
-    def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change()
-
-    def _json(self, name: str) -> bytes:
-        return to_json(self._values[name], name)
-
-    def _seal(self, name: str, plaintext: bytes) -> bytes:
-        return self._codec.seal(plaintext, name, self._binding())
-
-    def _delta(self) -> Delta | None:
-        """The changes since load or the last commit; None when there are none."""
-        sets: dict[bytes, bytes] = {}
-        for name in self._assigned | self._read:
-            if name not in self._values:
-                continue
-            plaintext = self._json(name)
-            if self._cleared or self._stored.get(name) != plaintext:
-                sets[field_name(name)] = self._seal(name, plaintext)
-        deletes = tuple(field_name(name) for name in self._removed if name in self._stored)
-        for meta_name, value in self._meta_changes.items():
-            if value is None:
-                deletes += (meta_name,)
-            elif self._meta_fields.get(meta_name) != value:
-                sets[meta_name] = value
-        if not (
-            sets
-            or deletes
-            or self._cleared
-            or self._idle_change is not None
-            or self._deadline_change is not None
-        ):
-            return None
-        return Delta(sets, deletes, self._cleared, self._idle_change, self._deadline_change)
-
-    def _fields(self) -> dict[bytes, bytes]:
-        """Every field, for a session stored for the first time."""
-        fields = dict(self._meta_fields)
-        for meta_name, value in self._meta_changes.items():
-            if value is None:
-                fields.pop(meta_name, None)
-            else:
-                fields[meta_name] = value
-        for name in self._values:
-            fields[field_name(name)] = self._seal(name, self._json(name))
-        return fields
-
-    def _committed(self, ref: SessionRef, meta: Meta, delta: Delta | None) -> None:
-        """Record that the store now holds this session under `ref` as `meta`.
-
-        `delta` is what was sent; None when every field was (a new record).
-        """
-        stored: dict[str, bytes | None]
-        if delta is None or delta.clear:
-            stored = {name: self._json(name) for name in self._values}
-        else:
-            stored = self._stored
-            for name in self._removed:
-                stored.pop(name, None)
-            for name in self._assigned | self._read:
-                if name in self._values:
-                    stored[name] = self._json(name)
-        fields = self._meta_fields
-        for meta_name, value in self._meta_changes.items():
-            if value is None:
-                fields.pop(meta_name, None)
-            else:
-                fields[meta_name] = value
-        values = self._values
-        self._forget(ref, meta)
-        self._values, self._stored, self._meta_fields = values, stored, fields
-
-    def _lost(self, meta: Meta) -> None:
-        """The stored session vanished (ended elsewhere): continue as a new, empty one."""
-        self._forget(None, meta)
-
-    def _forget(self, ref: SessionRef | None, meta: Meta) -> None:
-        """Reset to an unchanged session `ref` with no attributes."""
-        self._ref = ref
-        self._meta = meta
-        self._values = {}
-        self._stored = {}
-        self._meta_fields = {}
-        self._meta_changes = {}
-        self._assigned = set()
-        self._removed = set()
-        self._read = set()
-        self._cleared = False
-        self._rotate = False
-        self._doomed = None
-        self._doomed_user = None
-        self._idle_change = None
-        self._deadline_change = None
-        self._base = None
+        state = self._state
+        state.idle_change = int(idle * 1000)
+        span = int((idle if absolute is None else absolute) * 1000)
+        deadline = state.meta.created + span
+        if absolute is not None or deadline > state.deadline():
+            state.deadline_change = deadline
+        state.set_meta(_REMEMBER, b"1")

@@ -165,11 +165,12 @@ class MemoryStore:
         record = self._live(handle, now)
         if record is None:
             return FORWARDED if self._follow(handle, now) != handle else None
-        if refresh_due(record, now, share):
+        refreshed = refresh_due(record, now, share)
+        if refreshed:
             meta = record.meta
             record.meta = Meta(meta.created, now, meta.idle, meta.deadline, meta.version)
             self._retrack(handle, record)
-        return Record(record.meta, dict(record.fields))
+        return Record(record.meta, dict(record.fields), refreshed)
 
     def _create(
         self, handle: str, record: Record, limit: SessionLimit | None, events: list[Event]

@@ -114,7 +114,7 @@ class SessionMiddleware:
         scope["session"] = session
         if scope["type"] == "websocket":
             # No committer: a new id could not reach the client.
-            bound = bind(session._id(), None)
+            bound = bind(session._state.id, None)
             try:
                 await self.app(scope, receive, send)
             finally:
@@ -145,7 +145,7 @@ class SessionMiddleware:
                 message = self._with_headers(message, ours)
             await send(message)
 
-        bound = bind(session._id(), commits)
+        bound = bind(session._state.id, commits)
         try:
             await self.app(scope, receive, send_with_session)
         except RAISED_IN_VIEWS as exc:  # from login_now, let through by the view

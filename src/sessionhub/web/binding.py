@@ -124,9 +124,9 @@ class ClientBinding:
         """Compare a loaded session's recorded signals with `seen`; True if it was ended."""
         # The session's own readers, not its public ones: a check is not the
         # application looking at the session (that would add Vary).
-        if seen is None or session._ref is None:
+        if seen is None or session._state.ref is None:
             return False
-        principal = session._principal()
+        principal = session._state.principal()
         bound = _bound(session)
         if principal is None or bound is None:
             return False  # anonymous, or logged in before binding was on
@@ -139,7 +139,7 @@ class ClientBinding:
         if not changed:
             return False
         action: Literal["alert", "end"] = "end" if self.action == "end" else "alert"
-        handle = str(session._handle())
+        handle = str(session._state.handle)
         mismatch = Mismatch(handle, principal, tuple(changed), recorded, seen, action)
         logger.warning(
             "session used from another client",
@@ -157,9 +157,9 @@ class ClientBinding:
         has none) gets the current ones: the login is when the client proved
         who it is. Costs no round trip: it rides on the login's own write.
         """
-        if seen is None or session._principal() is None:
+        if seen is None or session._state.principal() is None:
             return
-        authenticated = session._authenticated_at()
+        authenticated = session._state.authenticated_at()
         at = None if authenticated is None else round(authenticated * 1000)
         bound = _bound(session)
         if bound is not None and bound.get("at") == at:
@@ -184,7 +184,7 @@ class ClientBinding:
 
 def _client_info(session: Session) -> dict[str, Any]:
     try:
-        return session._client_info()
+        return session._state.client_info()
     except (CodecError, TypeError, ValueError):
         return {}  # unreadable: treated as never recorded
 

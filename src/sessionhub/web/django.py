@@ -186,14 +186,14 @@ class SessionStore(SessionBase):
 
     _session = property(_get_session)
 
-    def load(self) -> Session:  # type: ignore[override]
+    def load(self) -> Session:
         try:
             return self._loaded(runtime().manager.load(self.session_key))
         except StoreUnavailable as exc:
             self._failure = exc
             raise
 
-    async def aload(self) -> Session:  # type: ignore[override]
+    async def aload(self) -> Session:
         try:
             return self._loaded(await runtime().async_manager().load(self.session_key))
         except StoreUnavailable as exc:
@@ -202,7 +202,7 @@ class SessionStore(SessionBase):
 
     def _loaded(self, session: Session) -> Session:
         runtime().flow.binding.check(session, self.seen)
-        if session._ref is None:
+        if session._state.ref is None:
             self._session_key = None  # unknown or expired: never adopted
         return session
 
@@ -277,7 +277,7 @@ class SessionStore(SessionBase):
         """A new key for the same data; the old key stops working now."""
         session = self._session
         session.rotate()
-        if session._ref is not None:
+        if session._state.ref is not None:
             with _interrupting():
                 self.save()
         self.modified = True
@@ -285,7 +285,7 @@ class SessionStore(SessionBase):
     async def acycle_key(self) -> None:
         session = await self._aget_session()
         session.rotate()
-        if session._ref is not None:
+        if session._state.ref is not None:
             with _interrupting():
                 await self.asave()
         self.modified = True
@@ -315,12 +315,12 @@ class SessionStore(SessionBase):
             self._expiry_set = False
             _apply_expiry(session, session.get(_EXPIRY))
         principal = session.get(SESSION_KEY)
-        if isinstance(principal, str) and principal and principal != session._principal():
+        if isinstance(principal, str) and principal and principal != session._state.principal():
             session.login(principal, now=runtime().manager.lifecycle.clock())
         runtime().flow.binding.record(session, self.seen)
 
     def _settle(self, session: Session, outcome: Outcome) -> None:
-        self._session_key = session._id()
+        self._session_key = session._state.id
         if outcome.send:
             self._told = outcome
 
@@ -347,7 +347,7 @@ def _committing(session: Session, *, update_error: bool = False) -> Iterator[Non
     try:
         yield
     except LoginRefused:
-        if session.get(SESSION_KEY) not in (None, session._principal()):
+        if session.get(SESSION_KEY) not in (None, session._state.principal()):
             for key in (SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY):
                 session.pop(key, None)
         raise

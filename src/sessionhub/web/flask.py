@@ -53,7 +53,7 @@ class FlaskSession(SessionMixin):
 
     def __init__(self, session: Session, app: PermanentLifetime) -> None:
         self.sessionhub_session = session
-        self.new = session._ref is None
+        self.new = session._state.ref is None
         self._app = app  # asked for PERMANENT_SESSION_LIFETIME when the session is made permanent
 
     def __getitem__(self, name: str) -> Any:

@@ -220,7 +220,8 @@ class SessionFlow:
         """Whether the response commits `session`: if `should_commit`, and unless
         the session is new and unchanged -- its commit would store nothing and
         tell nothing (what an earlier commit has to tell is `RequestCommits.news`)."""
-        return SessionFlow.should_commit(status) and (session._ref is not None or session.modified)
+        state = session._state
+        return SessionFlow.should_commit(status) and (state.ref is not None or state.modified)
 
     def response_headers(
         self, presented: Presented | None, session: Session, outcome: Outcome | None

@@ -110,7 +110,7 @@ class SessionMiddleware:
                 merged = merge_headers(headers, ours)
             return start_response(status, merged, exc_info)
 
-        bound = bind(session._id(), commits)
+        bound = bind(session._state.id, commits)
         try:
             body = self.app(environ, start_with_session)
         except RAISED_IN_VIEWS as exc:  # from login_now, let through by the view

@@ -440,7 +440,11 @@ class RedisCommands:
                 cache.drop((key,))  # the script rewrites it
             keys = (key, *self._index_of(handle, record.fields.get(USER)))
             found = _found((yield from self._run(READ, keys, (now, share))))
-            return parse_record(found) if isinstance(found, bytes) else found
+            if not isinstance(found, bytes):
+                return found
+            refreshed = parse_record(found)
+            refreshed.refreshed = True
+            return refreshed
         return record
 
     def _apply(self, handle: str, delta: Delta, now: int, expected: Record | None) -> Calls:
