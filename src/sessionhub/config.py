@@ -278,6 +278,7 @@ class Settings(BaseSettings):
             "cache": self.client_cache.enabled,
             "cache_size": self.client_cache.size,
             "cache_heartbeat": self.client_cache.heartbeat,
+            **self.redis.store_options(),
         }
 
     def memory_store(self) -> MemoryStore:

@@ -54,6 +54,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.typing import EncodableT
 from redis.utils import HIREDIS_AVAILABLE
 
+from .stores.redis.durable import DEFAULT_TIMEOUT as DURABLE_ENDS_TIMEOUT
+
 if HIREDIS_AVAILABLE:
     import hiredis
 
@@ -257,6 +259,12 @@ class RedisSettings(BaseModel):
     backoff_base: float = Field(default=0.02, ge=0)
     backoff_cap: float = Field(default=0.1, ge=0)
 
+    #: Replicas each end of a session (logout...) must reach before it is
+    #: acknowledged; unset: 1 with Sentinel, else 0 (refused above 0 on Cluster).
+    durable_ends: int | None = Field(default=None, ge=0)
+    #: How long an end waits for them (below socket_timeout).
+    durable_ends_timeout: float = Field(default=DURABLE_ENDS_TIMEOUT, gt=0)
+
     @model_validator(mode="after")
     def _check(self) -> RedisSettings:
         if self.connect_timeout + self.socket_timeout > self.timeout:
@@ -265,7 +273,18 @@ class RedisSettings(BaseModel):
                 f"({self.connect_timeout} + {self.socket_timeout} > {self.timeout}): "
                 "one attempt alone would overrun the bound"
             )
-        self.target()  # a malformed URL or address fails here, when settings are made
+        kind = self.target().kind  # a malformed URL or address fails here, when made
+        if self.durable_ends and kind == "cluster":
+            raise ValueError(
+                "durable_ends is not available on Cluster (see docs/operating.md): "
+                "leave it unset and set min-replicas-to-write on the primaries"
+            )
+        durable = self.durable_ends if self.durable_ends is not None else kind == "sentinel"
+        if durable and self.durable_ends_timeout >= self.socket_timeout:
+            raise ValueError(
+                f"durable_ends_timeout ({self.durable_ends_timeout}) must be below "
+                f"socket_timeout ({self.socket_timeout}): the answer to WAIT must come in time"
+            )
         return self
 
     def target(self) -> Target:
@@ -340,6 +359,13 @@ class RedisSettings(BaseModel):
                 ssl_check_hostname=self.tls_verify,
             )
         return options
+
+    def store_options(self) -> dict[str, Any]:
+        """Keyword arguments of `RedisStore` and `AsyncRedisStore` these settings decide."""
+        return {
+            "durable_ends": self.durable_ends,
+            "durable_ends_timeout": self.durable_ends_timeout,
+        }
 
     def backoff(self) -> ExponentialWithJitterBackoff:
         return ExponentialWithJitterBackoff(cap=self.backoff_cap, base=self.backoff_base)

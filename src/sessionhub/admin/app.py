@@ -116,7 +116,11 @@ class AdminApp:
     def from_settings(cls, settings: Settings | None = None, **options: Any) -> AdminApp:
         """A dashboard on the Redis the settings name (whatever their ``store``)."""
         settings = settings or Settings.load()
-        store = AsyncRedisStore(async_redis_client(settings.redis), namespace=settings.namespace)
+        store = AsyncRedisStore(
+            async_redis_client(settings.redis),
+            namespace=settings.namespace,
+            **settings.redis.store_options(),
+        )
         return cls(AsyncSessionManager(store, lifecycle=settings.lifecycle()), **options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

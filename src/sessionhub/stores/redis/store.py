@@ -38,7 +38,7 @@ import string
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis
 import redis.asyncio
@@ -82,6 +82,17 @@ from ..base import (
     refresh_due,
 )
 from .cache import HEARTBEAT_SECONDS, AsyncInvalidations, ClientCache, Invalidations
+from .durable import (
+    DEFAULT_TIMEOUT,
+    attempts,
+    durable_replicas,
+    ends_sessions,
+    refusal,
+    replicated,
+    sentinel_managed,
+    socket_timeout_of,
+    wait_args,
+)
 from .scripts import (
     APPLY,
     CREATE,
@@ -566,6 +577,11 @@ def _eval(call: Call) -> tuple[Any, ...]:
     return ("EVAL", call.script.source, *call.args)
 
 
+def _writes(call: Call | Pause) -> TypeGuard[Call]:
+    # The writes of an end are its scripts' calls.
+    return isinstance(call, Call) and call.script is not None
+
+
 # redis-py's execute_command is untyped (and sync or async by client).
 def _command(client: Any, *args: Any) -> Any:
     return client.execute_command(*args)
@@ -576,6 +592,12 @@ class RedisStore:
 
     `anonymous_events` and `stream_length`: see `RedisCommands`. Events this
     process causes also go to `listeners`.
+
+    `durable_ends`: each end of a session (logout, "log out everywhere", a
+    login at the session limit) is acknowledged only once this many replicas
+    have it, within `durable_ends_timeout` seconds (`sessionhub.stores.redis.durable`);
+    unset: 1 on a Sentinel-managed client (redis-py's `master_for`, as
+    `sessionhub.connect` builds), else 0.
     """
 
     def __init__(
@@ -588,10 +610,20 @@ class RedisStore:
         cache: bool = False,
         cache_size: int = 10_000,
         cache_heartbeat: float = HEARTBEAT_SECONDS,
+        durable_ends: int | None = None,
+        durable_ends_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
+        self.durable_ends = durable_replicas(
+            durable_ends,
+            sentinel=sentinel_managed(client),
+            cluster=self.commands.cluster,
+            timeout=durable_ends_timeout,
+            socket_timeout=socket_timeout_of(client),
+        )
+        self.durable_ends_timeout = durable_ends_timeout
         self.invalidations: Invalidations | None = None
         if cache:
             self.invalidations = Invalidations(
@@ -602,20 +634,26 @@ class RedisStore:
     def execute(self, operation: Operation) -> Any:
         if self.invalidations is not None and type(operation) is Read:
             self.invalidations.drain()
-        return self.run(self.commands.steps(operation))
+        return self.run(self.commands.steps(operation), durable=ends_sessions(operation))
 
     def close(self) -> None:
         """Close the invalidation connection, if any (the client is the caller's)."""
         if self.invalidations is not None:
             self.invalidations.close()
 
-    def run(self, steps: Calls) -> Any:
-        """Send the calls `steps` yields, feeding back each reply (or error)."""
+    def run(self, steps: Calls, *, durable: bool = False) -> Any:
+        """Send the calls `steps` yields, feeding back each reply (or error).
+
+        `durable`: the calls end sessions, so their writes wait for `durable_ends` replicas.
+        """
         try:
             call = next(steps)
             while True:
                 try:
-                    reply = self._send(call)
+                    if durable and self.durable_ends and _writes(call):
+                        reply = self._send_durable(call)
+                    else:
+                        reply = self._send(call)
                 except redis_errors.RedisError as exc:
                     call = steps.throw(exc)
                 else:
@@ -626,6 +664,11 @@ class RedisStore:
             if not _is_unavailable(exc):
                 raise
             raise _unavailable(exc) from exc
+        except redis_errors.RedisError as exc:
+            reason = refusal(exc)
+            if reason is None:
+                raise
+            raise StoreUnavailable(reason) from exc
 
     def _send(self, call: Call | Pause) -> Any:
         if isinstance(call, Pause):
@@ -638,9 +681,21 @@ class RedisStore:
         except redis_errors.NoScriptError:
             return _command(self.client, *_eval(call))
 
+    def _send_durable(self, call: Call) -> Any:
+        """The write, then WAIT on the same connection (one round trip, not a transaction)."""
+        client: Any = self.client
+        for command in attempts(call):
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command(*command)
+            pipe.execute_command(*wait_args(self.durable_ends, self.durable_ends_timeout))
+            reply, acknowledged = pipe.execute(raise_on_error=False)
+            if not isinstance(reply, redis_errors.NoScriptError):
+                break
+        return replicated(reply, acknowledged, self.durable_ends, self.durable_ends_timeout)
+
 
 class AsyncRedisStore:
-    """A store on a `redis.asyncio.Redis` (or its `RedisCluster`) client."""
+    """A store on a `redis.asyncio.Redis` (or its `RedisCluster`) client (options: `RedisStore`)."""
 
     def __init__(
         self,
@@ -652,10 +707,20 @@ class AsyncRedisStore:
         cache: bool = False,
         cache_size: int = 10_000,
         cache_heartbeat: float = HEARTBEAT_SECONDS,
+        durable_ends: int | None = None,
+        durable_ends_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
+        self.durable_ends = durable_replicas(
+            durable_ends,
+            sentinel=sentinel_managed(client),
+            cluster=self.commands.cluster,
+            timeout=durable_ends_timeout,
+            socket_timeout=socket_timeout_of(client),
+        )
+        self.durable_ends_timeout = durable_ends_timeout
         #: Opened by the first read (in the event loop), or by `start_cache`.
         self.invalidations: AsyncInvalidations | None = None
         if cache:
@@ -674,7 +739,7 @@ class AsyncRedisStore:
         if invalidations is not None and type(operation) is Read:
             lookup = invalidations.ready() or await invalidations.settle()
             return await self.arun(self.commands.steps(operation, lookup=lookup))
-        return await self.arun(self.commands.steps(operation))
+        return await self.arun(self.commands.steps(operation), durable=ends_sessions(operation))
 
     async def start_cache(self) -> bool:
         """Open the invalidation connection now; True if the cache is serving."""
@@ -685,15 +750,19 @@ class AsyncRedisStore:
         if self.invalidations is not None:
             await self.invalidations.aclose()
 
-    async def arun(self, steps: Calls) -> Any:
-        """Send the calls `steps` yields, feeding back each reply (or error)."""
+    async def arun(self, steps: Calls, *, durable: bool = False) -> Any:
+        """Send the calls `steps` yields, feeding back each reply (or error); `durable`: as
+        `RedisStore.run`."""
         if self._unready:
             await self._learn_slots()
         try:
             call = next(steps)
             while True:
                 try:
-                    reply = await self._send(call)
+                    if durable and self.durable_ends and _writes(call):
+                        reply = await self._send_durable(call)
+                    else:
+                        reply = await self._send(call)
                 except redis_errors.RedisError as exc:
                     call = steps.throw(exc)
                 else:
@@ -704,6 +773,11 @@ class AsyncRedisStore:
             if not _is_unavailable(exc):
                 raise
             raise _unavailable(exc) from exc
+        except redis_errors.RedisError as exc:
+            reason = refusal(exc)
+            if reason is None:
+                raise
+            raise StoreUnavailable(reason) from exc
 
     async def _learn_slots(self) -> None:
         async with self._ready_lock:
@@ -724,3 +798,15 @@ class AsyncRedisStore:
             return await _command(self.client, *_evalsha(call))
         except redis_errors.NoScriptError:
             return await _command(self.client, *_eval(call))
+
+    async def _send_durable(self, call: Call) -> Any:
+        """The write, then WAIT on the same connection (as `RedisStore._send_durable`)."""
+        client: Any = self.client
+        for command in attempts(call):
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command(*command)
+            pipe.execute_command(*wait_args(self.durable_ends, self.durable_ends_timeout))
+            reply, acknowledged = await pipe.execute(raise_on_error=False)
+            if not isinstance(reply, redis_errors.NoScriptError):
+                break
+        return replicated(reply, acknowledged, self.durable_ends, self.durable_ends_timeout)
