@@ -55,6 +55,7 @@ from redis.typing import EncodableT
 from redis.utils import HIREDIS_AVAILABLE
 
 from .stores.redis.durable import DEFAULT_TIMEOUT as DURABLE_ENDS_TIMEOUT
+from .stores.redis.failover import FAILOVER_WAIT, acheck_primary, check_primary
 
 if HIREDIS_AVAILABLE:
     import hiredis
@@ -259,6 +260,8 @@ class RedisSettings(BaseModel):
     backoff_base: float = Field(default=0.02, ge=0)
     backoff_cap: float = Field(default=0.1, ge=0)
 
+    #: Sentinel: the most a write waits for a failover to end before the 503.
+    failover_wait: float = Field(default=FAILOVER_WAIT, ge=0)
     #: Replicas each end of a session (logout...) must reach before it is
     #: acknowledged; unset: 1 with Sentinel, else 0 (refused above 0 on Cluster).
     durable_ends: int | None = Field(default=None, ge=0)
@@ -365,6 +368,7 @@ class RedisSettings(BaseModel):
         return {
             "durable_ends": self.durable_ends,
             "durable_ends_timeout": self.durable_ends_timeout,
+            "failover_wait": self.failover_wait,
         }
 
     def backoff(self) -> ExponentialWithJitterBackoff:
@@ -630,6 +634,8 @@ class _Flavor:
     sentinel: Any
     retry: Any
     bounded_retry: Any
+    #: redis-py's `redis_connect_func` for a Sentinel client's connections.
+    check_primary: Any
     #: What the built client still needs (the asyncio one: lean connections).
     finish: Callable[[Any], Any]
 
@@ -641,6 +647,7 @@ _SYNC = _Flavor(
     redis.sentinel.Sentinel,
     redis.retry.Retry,
     BoundedRetry,
+    check_primary,
     lambda client: client,
 )
 _ASYNC = _Flavor(
@@ -650,6 +657,7 @@ _ASYNC = _Flavor(
     redis.asyncio.sentinel.Sentinel,
     redis.asyncio.retry.Retry,
     AsyncBoundedRetry,
+    acheck_primary,
     _with_lean_connections,
 )
 
@@ -684,7 +692,15 @@ def _client(settings: RedisSettings, flavor: _Flavor) -> Any:
                 "retry": flavor.retry(NoBackoff(), 0),
             },
         )
-        return sentinels.master_for(target.service, db=target.db, retry=retry, **options)
+        # Sentinel may still name a demoted server for a moment after a failover:
+        # a new connection proves its server is the primary (or asks again).
+        return sentinels.master_for(
+            target.service,
+            db=target.db,
+            retry=retry,
+            redis_connect_func=flavor.check_primary,
+            **options,
+        )
     if target.unix_socket is not None:
         return flavor.redis(
             unix_socket_path=target.unix_socket, db=target.db, retry=retry, **options

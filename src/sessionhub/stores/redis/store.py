@@ -93,6 +93,7 @@ from .durable import (
     socket_timeout_of,
     wait_args,
 )
+from .failover import FAILOVER_WAIT, AsyncFailoverGuard, FailoverGuard, is_write
 from .scripts import (
     APPLY,
     CREATE,
@@ -578,8 +579,7 @@ def _eval(call: Call) -> tuple[Any, ...]:
 
 
 def _writes(call: Call | Pause) -> TypeGuard[Call]:
-    # The writes of an end are its scripts' calls.
-    return isinstance(call, Call) and call.script is not None
+    return isinstance(call, Call) and is_write(call)
 
 
 # redis-py's execute_command is untyped (and sync or async by client).
@@ -596,8 +596,10 @@ class RedisStore:
     `durable_ends`: each end of a session (logout, "log out everywhere", a
     login at the session limit) is acknowledged only once this many replicas
     have it, within `durable_ends_timeout` seconds (`sessionhub.stores.redis.durable`);
-    unset: 1 on a Sentinel-managed client (redis-py's `master_for`, as
-    `sessionhub.connect` builds), else 0.
+    unset: 1 on a Sentinel-managed client, else 0. On a Sentinel-managed client
+    (redis-py's `master_for`, as `sessionhub.connect` builds) writes wait for a
+    failover to end, at most `failover_wait` seconds
+    (`sessionhub.stores.redis.failover`).
     """
 
     def __init__(
@@ -612,18 +614,21 @@ class RedisStore:
         cache_heartbeat: float = HEARTBEAT_SECONDS,
         durable_ends: int | None = None,
         durable_ends_timeout: float = DEFAULT_TIMEOUT,
+        failover_wait: float = FAILOVER_WAIT,
     ) -> None:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
+        sentinel = sentinel_managed(client)
         self.durable_ends = durable_replicas(
             durable_ends,
-            sentinel=sentinel_managed(client),
+            sentinel=sentinel,
             cluster=self.commands.cluster,
             timeout=durable_ends_timeout,
             socket_timeout=socket_timeout_of(client),
         )
         self.durable_ends_timeout = durable_ends_timeout
+        self.failover = FailoverGuard(client, failover_wait) if sentinel else None
         self.invalidations: Invalidations | None = None
         if cache:
             self.invalidations = Invalidations(
@@ -633,13 +638,18 @@ class RedisStore:
 
     def execute(self, operation: Operation) -> Any:
         if self.invalidations is not None and type(operation) is Read:
+            # A read the cache answers sends nothing: learn of a switch first.
+            self._follow_failover(write=False)
             self.invalidations.drain()
         return self.run(self.commands.steps(operation), durable=ends_sessions(operation))
 
     def close(self) -> None:
-        """Close the invalidation connection, if any (the client is the caller's)."""
+        """Close the invalidation connection and the failover watch, if any (the client is
+        the caller's)."""
         if self.invalidations is not None:
             self.invalidations.close()
+        if self.failover is not None:
+            self.failover.close()
 
     def run(self, steps: Calls, *, durable: bool = False) -> Any:
         """Send the calls `steps` yields, feeding back each reply (or error).
@@ -670,10 +680,17 @@ class RedisStore:
                 raise
             raise StoreUnavailable(reason) from exc
 
+    def _follow_failover(self, write: bool) -> None:
+        """Hold a write while a failover runs (Sentinel); after a switch, forget the old primary."""
+        switched = self.failover is not None and self.failover.before(write)
+        if switched and self.invalidations is not None:
+            self.invalidations.close()  # the pool was dropped; this listened to the old primary
+
     def _send(self, call: Call | Pause) -> Any:
         if isinstance(call, Pause):
             time.sleep(call.seconds)
             return None
+        self._follow_failover(is_write(call))
         if call.script is None:
             return _command(self.client, *call.args)
         try:
@@ -683,6 +700,7 @@ class RedisStore:
 
     def _send_durable(self, call: Call) -> Any:
         """The write, then WAIT on the same connection (one round trip, not a transaction)."""
+        self._follow_failover(True)
         client: Any = self.client
         for command in attempts(call):
             pipe = client.pipeline(transaction=False)
@@ -709,18 +727,21 @@ class AsyncRedisStore:
         cache_heartbeat: float = HEARTBEAT_SECONDS,
         durable_ends: int | None = None,
         durable_ends_timeout: float = DEFAULT_TIMEOUT,
+        failover_wait: float = FAILOVER_WAIT,
     ) -> None:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
+        sentinel = sentinel_managed(client)
         self.durable_ends = durable_replicas(
             durable_ends,
-            sentinel=sentinel_managed(client),
+            sentinel=sentinel,
             cluster=self.commands.cluster,
             timeout=durable_ends_timeout,
             socket_timeout=socket_timeout_of(client),
         )
         self.durable_ends_timeout = durable_ends_timeout
+        self.failover = AsyncFailoverGuard(client, failover_wait) if sentinel else None
         #: Opened by the first read (in the event loop), or by `start_cache`.
         self.invalidations: AsyncInvalidations | None = None
         if cache:
@@ -737,6 +758,8 @@ class AsyncRedisStore:
     async def aexecute(self, operation: Operation) -> Any:
         invalidations = self.invalidations
         if invalidations is not None and type(operation) is Read:
+            # As in `RedisStore.execute`: a switch is learnt before the cache answers.
+            await self._follow_failover(write=False)
             lookup = invalidations.ready() or await invalidations.settle()
             return await self.arun(self.commands.steps(operation, lookup=lookup))
         return await self.arun(self.commands.steps(operation), durable=ends_sessions(operation))
@@ -746,9 +769,12 @@ class AsyncRedisStore:
         return self.invalidations is not None and await self.invalidations.start()
 
     async def aclose(self) -> None:
-        """Close the invalidation connection, if any (the client is the caller's)."""
+        """Close the invalidation connection and the failover watch, if any (the client is
+        the caller's)."""
         if self.invalidations is not None:
             await self.invalidations.aclose()
+        if self.failover is not None:
+            self.failover.close()
 
     async def arun(self, steps: Calls, *, durable: bool = False) -> Any:
         """Send the calls `steps` yields, feeding back each reply (or error); `durable`: as
@@ -788,10 +814,17 @@ class AsyncRedisStore:
                     raise _unavailable(exc) from exc
                 self._unready = False
 
+    async def _follow_failover(self, write: bool) -> None:
+        """As `RedisStore._follow_failover`."""
+        switched = self.failover is not None and await self.failover.before(write)
+        if switched and self.invalidations is not None:
+            await self.invalidations.aclose()
+
     async def _send(self, call: Call | Pause) -> Any:
         if isinstance(call, Pause):
             await asyncio.sleep(call.seconds)
             return None
+        await self._follow_failover(is_write(call))
         if call.script is None:
             return await _command(self.client, *call.args)
         try:
@@ -801,6 +834,7 @@ class AsyncRedisStore:
 
     async def _send_durable(self, call: Call) -> Any:
         """The write, then WAIT on the same connection (as `RedisStore._send_durable`)."""
+        await self._follow_failover(True)
         client: Any = self.client
         for command in attempts(call):
             pipe = client.pipeline(transaction=False)
