@@ -17,6 +17,8 @@ from typing import Any
 
 import redis
 
+from tests.waiting import eventually
+
 __all__ = ["RedisServer", "TlsRedisServer", "free_port", "redis_server_binary"]
 
 
@@ -266,6 +268,61 @@ class RedisSentinelSet:
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         return [("127.0.0.1", sentinel.port) for sentinel in self.sentinels]
+
+    @property
+    def url(self) -> str:
+        """The deployment as sessionhub names it (every sentinel, then the service)."""
+        where = ",".join(f"{host}:{port}" for host, port in self.sentinel_addresses)
+        return f"redis+sentinel://{where}/{self.service}"
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.primary, *self.replicas]
+
+    def server(self, port: int) -> RedisServer:
+        [found] = [server for server in self.servers if server.port == port]
+        return found
+
+    def named_primaries(self) -> set[int]:
+        """The port each sentinel that answers names as the primary."""
+        named = set()
+        for sentinel in self.sentinels:
+            try:
+                with sentinel.client() as client:
+                    address = client.sentinel_get_master_addr_by_name(self.service)
+            except redis.ConnectionError:
+                continue  # a killed sentinel names nothing
+            assert isinstance(address, tuple)
+            named.add(int(address[1]))
+        return named
+
+    def agreed_primary(self) -> int | None:
+        """The primary's port, once every sentinel names the same one."""
+        named = self.named_primaries()
+        return next(iter(named)) if len(named) == 1 else None
+
+    def is_replica_of(self, server: RedisServer, primary: int) -> bool:
+        """Whether `server` replicates `primary` and has caught up (its link is up)."""
+        with server.client() as client:
+            info: dict[str, Any] = client.info("replication")
+        return bool(
+            info.get("role") == "slave"
+            and info.get("master_port") == primary
+            and info.get("master_link_status") == "up"
+        )
+
+    def failover(self) -> None:
+        """SENTINEL FAILOVER (graceful: the primary is up), as an operator starts it.
+
+        Just after a previous failover a sentinel may not yet have seen a replica
+        fit to promote (NOGOODSLAVE): asked again until one accepts.
+        """
+
+        def started() -> bool:
+            with self.sentinels[0].client() as client:
+                return bool(client.execute_command("SENTINEL FAILOVER", self.service))
+
+        eventually(started, 30, "a sentinel to accept SENTINEL FAILOVER")
 
     def start(self, timeout: float = 30) -> RedisSentinelSet:
         self.primary.start()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from sessionhub import RedisStore, SessionManager
 from sessionhub.cli import app
 from sessionhub.ids import is_handle
-from tests.servers import RedisCluster, RedisServer
+from tests.servers import RedisCluster, RedisSentinelSet, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EVIL = "<b>[bold]mallory\x1b[31m"
@@ -349,6 +349,21 @@ def test_a_moved_marker_is_neither_listed_nor_counted(
     shown = run("sessions", "show", moved, url=url)
     assert shown.exit_code == 1
     assert "no live session" in shown.output
+
+
+def test_stats_on_sentinel_names_the_primary_not_the_sentinels() -> None:
+    servers = RedisSentinelSet(replicas=0).start()
+    try:
+        Sessions(servers.primary.client()).login("alice")
+        result = run("stats", "--json", url=servers.url)
+    finally:
+        servers.cleanup()
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    [node] = report["nodes"]
+    assert node["node"] == f"127.0.0.1:{servers.primary.port}"
+    assert node["sessions"] == 1
+    assert report["target"].startswith("sentinel ")  # the deployment, as configured
 
 
 def test_stats_without_scan_uses_the_books_only(sessions: Sessions, url: str) -> None:

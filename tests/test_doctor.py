@@ -169,10 +169,41 @@ def test_sentinel_set() -> None:
     assert f"primary 127.0.0.1:{servers.primary.port}" in summary.message
     assert _levels(report, "connectivity") == {Level.OK}
     assert Level.ERROR not in _levels(report, "sentinel")
-    assert report.worst is Level.WARNING  # the test servers run without persistence
-    assert {f.check for f in report.findings if f.level is Level.WARNING} == {"persistence"}
+    # Warned: no persistence on the test servers, and no min-replicas-to-write.
+    assert report.worst is Level.WARNING
+    checks = {f.check for f in report.findings if f.level is Level.WARNING}
+    assert checks == {"persistence", "replication"}
     assert _levels(unknown, "sentinel") == {Level.ERROR}
     assert "service_name" in unknown.of("sentinel")[0].fix
+
+
+def test_sentinel_primaries_should_refuse_writes_no_replica_has() -> None:
+    """Under Sentinel the doctor asks for min-replicas-to-write, with a lag below down-after."""
+    servers = RedisSentinelSet(replicas=1, down_after_ms=5000).start()
+    try:
+        settings = RedisSettings(url=servers.url)
+        unset = diagnose(settings).of("replication")
+        with servers.primary.client() as primary:
+            primary.config_set("min-replicas-to-write", 1)
+            primary.config_set("min-replicas-max-lag", 10)
+            too_late = diagnose(settings).of("replication")
+            primary.config_set("min-replicas-max-lag", 5)
+            kept = diagnose(settings).of("replication")
+    finally:
+        servers.cleanup()
+    [warning] = [f for f in unset if f.level is Level.WARNING]
+    assert "cut off from the sentinels" in warning.message
+    assert "min-replicas-to-write 1 and min-replicas-max-lag 5" in warning.fix
+    assert warning.node == f"127.0.0.1:{servers.primary.port}"
+    [lag] = [f for f in too_late if f.level is Level.WARNING]
+    assert "min-replicas-max-lag 10 s is longer than" in lag.message
+    assert "5000 ms" in lag.message
+    assert Level.WARNING not in {f.level for f in kept}
+    assert any(f.level is Level.OK and "max lag 5 s" in f.message for f in kept)
+    # One replica: the window after a graceful failover is named, with the fix.
+    [one] = [f for f in unset if "one replica" in f.message]
+    assert one.level is Level.INFO
+    assert "second replica" in one.fix
 
 
 def test_cluster_coverage_then_a_dead_primary() -> None:

@@ -328,8 +328,7 @@ class Settings(BaseSettings):
             "cache": self.client_cache.enabled,
             "cache_size": self.client_cache.size,
             "cache_heartbeat": self.client_cache.heartbeat,
-            # A slot on the move is waited for as long as one command may take.
-            "redirect_patience": self.redis.timeout,
+            **self.redis.store_options(),
         }
 
     def memory_store(self) -> MemoryStore:

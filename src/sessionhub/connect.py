@@ -55,6 +55,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.typing import EncodableT
 from redis.utils import HIREDIS_AVAILABLE
 
+from .stores.redis.durable import DEFAULT_TIMEOUT as DURABLE_ENDS_TIMEOUT
+from .stores.redis.failover import FAILOVER_WAIT, acheck_primary, check_primary
+
 if HIREDIS_AVAILABLE:
     import hiredis
 
@@ -276,6 +279,14 @@ class RedisSettings(BaseModel):
             parse_url(url)  # a malformed URL is an error named redis.url
         return url
 
+    #: Sentinel: the most a write waits for a failover to end before the 503.
+    failover_wait: float = Field(default=FAILOVER_WAIT, ge=0)
+    #: Replicas each end of a session (logout...) must reach before it is
+    #: acknowledged; unset: 1 with Sentinel, else 0 (refused above 0 on Cluster).
+    durable_ends: int | None = Field(default=None, ge=0)
+    #: How long an end waits for them (below socket_timeout).
+    durable_ends_timeout: float = Field(default=DURABLE_ENDS_TIMEOUT, gt=0)
+
     @model_validator(mode="after")
     def _check(self) -> RedisSettings:
         if self.connect_timeout + self.socket_timeout > self.timeout:
@@ -284,7 +295,18 @@ class RedisSettings(BaseModel):
                 f"({self.connect_timeout} + {self.socket_timeout} > {self.timeout}): "
                 "one attempt alone would overrun the bound"
             )
-        self.target()  # a malformed URL or address fails here, when settings are made
+        kind = self.target().kind  # a malformed URL or address fails here, when made
+        if self.durable_ends and kind == "cluster":
+            raise ValueError(
+                "durable_ends is not available on Cluster (see docs/operating.md): "
+                "leave it unset and set min-replicas-to-write on the primaries"
+            )
+        durable = self.durable_ends if self.durable_ends is not None else kind == "sentinel"
+        if durable and self.durable_ends_timeout >= self.socket_timeout:
+            raise ValueError(
+                f"durable_ends_timeout ({self.durable_ends_timeout}) must be below "
+                f"socket_timeout ({self.socket_timeout}): the answer to WAIT must come in time"
+            )
         return self
 
     def target(self) -> Target:
@@ -359,6 +381,16 @@ class RedisSettings(BaseModel):
                 ssl_check_hostname=self.tls_verify,
             )
         return options
+
+    def store_options(self) -> dict[str, Any]:
+        """Keyword arguments of `RedisStore` and `AsyncRedisStore` these settings decide."""
+        return {
+            "durable_ends": self.durable_ends,
+            "durable_ends_timeout": self.durable_ends_timeout,
+            "failover_wait": self.failover_wait,
+            # A Cluster slot on the move is waited for as long as one command may take.
+            "redirect_patience": self.timeout,
+        }
 
     def backoff(self) -> ExponentialWithJitterBackoff:
         return ExponentialWithJitterBackoff(cap=self.backoff_cap, base=self.backoff_base)
@@ -623,6 +655,8 @@ class _Flavor:
     sentinel: Any
     retry: Any
     bounded_retry: Any
+    #: redis-py's `redis_connect_func` for a Sentinel client's connections.
+    check_primary: Any
     #: What the built client still needs (the asyncio one: lean connections).
     finish: Callable[[Any], Any]
 
@@ -634,6 +668,7 @@ _SYNC = _Flavor(
     redis.sentinel.Sentinel,
     redis.retry.Retry,
     BoundedRetry,
+    check_primary,
     lambda client: client,
 )
 _ASYNC = _Flavor(
@@ -643,6 +678,7 @@ _ASYNC = _Flavor(
     redis.asyncio.sentinel.Sentinel,
     redis.asyncio.retry.Retry,
     AsyncBoundedRetry,
+    acheck_primary,
     _with_lean_connections,
 )
 
@@ -677,7 +713,15 @@ def _client(settings: RedisSettings, flavor: _Flavor) -> Any:
                 "retry": flavor.retry(NoBackoff(), 0),
             },
         )
-        return sentinels.master_for(target.service, db=target.db, retry=retry, **options)
+        # Sentinel may still name a demoted server for a moment after a failover:
+        # a new connection proves its server is the primary (or asks again).
+        return sentinels.master_for(
+            target.service,
+            db=target.db,
+            retry=retry,
+            redis_connect_func=flavor.check_primary,
+            **options,
+        )
     if target.unix_socket is not None:
         return flavor.redis(
             unix_socket_path=target.unix_socket, db=target.db, retry=retry, **options

@@ -229,7 +229,19 @@ class _Doctor:
         )
         if primary is not None:
             self.examine(primary)
-            self.replication(primary)
+            down_after = int(master.get("down-after-milliseconds") or 30_000)
+            self.replication(primary, sentinel_down_after=down_after)
+        if len(replicas) == 1:
+            self.add(
+                "replication",
+                Level.INFO,
+                "one replica: after a graceful failover (SENTINEL FAILOVER) the new primary "
+                "has none until Sentinel makes the old primary its replica, about 10 s later; "
+                "meanwhile logouts (durable ends) and, with min-replicas-to-write, all writes "
+                "answer 503",
+                "run a second replica: Sentinel moves it to the new primary before it "
+                "announces the switch",
+            )
         if not replicas:
             self.add(
                 "replication",
@@ -460,7 +472,8 @@ class _Doctor:
                 node.name,
             )
 
-    def replication(self, node: _Node) -> None:
+    def replication(self, node: _Node, sentinel_down_after: int | None = None) -> None:
+        """Replicas, lag and min-replicas-to-write; `sentinel_down_after` (ms): under Sentinel."""
         replicas = int(node.info.get("connected_slaves", 0))
         minimum = node.config("min-replicas-to-write")
         # Without CONFIG: INFO shows the count of good replicas only when it is set.
@@ -478,7 +491,9 @@ class _Doctor:
                 "check the replica and the link",
                 node.name,
             )
-        if configured:
+        if sentinel_down_after is not None:
+            self.sentinel_replication(node, configured, sentinel_down_after)
+        elif configured:
             self.add(
                 "replication",
                 Level.OK,
@@ -495,6 +510,53 @@ class _Doctor:
                 "(writes then fail, 503, when no replica keeps up)",
                 node.name,
             )
+
+    def sentinel_replication(self, node: _Node, configured: bool, down_after: int) -> None:
+        """min-replicas-to-write under Sentinel, where a partition makes it matter most.
+
+        A primary cut off from the sentinels (and its replicas) but not from some
+        clients is failed over, yet goes on acknowledging those clients' writes,
+        logouts included, until it learns it was replaced; the failover then throws
+        them away. With min-replicas-to-write it refuses writes once no replica has
+        acknowledged for min-replicas-max-lag seconds: kept below the sentinels'
+        down-after-milliseconds, it stops before the replica is promoted.
+        """
+        bound = max(1, down_after // 1000)
+        fix = (
+            f"min-replicas-to-write 1 and min-replicas-max-lag {min(bound, 10)} on every "
+            "server (a replica may become the primary); writes then fail (503) while no "
+            "replica keeps up, instead of being lost"
+        )
+        if not configured:
+            self.add(
+                "replication",
+                Level.WARNING,
+                "no min-replicas-to-write: a primary cut off from the sentinels but not from "
+                "some clients keeps acknowledging their writes and logouts, which the "
+                "failover then throws away",
+                fix,
+                node.name,
+            )
+            return
+        lag = node.config("min-replicas-max-lag")
+        if lag is not None and int(lag) > bound:
+            self.add(
+                "replication",
+                Level.WARNING,
+                f"min-replicas-max-lag {lag} s is longer than the sentinels' "
+                f"down-after-milliseconds ({down_after} ms): a primary cut off from them "
+                "acknowledges writes until after its replica was promoted",
+                fix,
+                node.name,
+            )
+            return
+        self.add(
+            "replication",
+            Level.OK,
+            "writes need a replica in sync (min-replicas-to-write"
+            + (f", max lag {lag} s)" if lag is not None else ")"),
+            node=node.name,
+        )
 
 
 def _cluster_node(address: str, node: dict[str, Any]) -> dict[str, Any]:

@@ -129,7 +129,11 @@ class AdminApp:
         """A dashboard on the Redis the settings name (whatever their ``store``), taking
         as many failed sign-ins as ``admin.sign_in`` says."""
         settings = settings or Settings.load()
-        store = AsyncRedisStore(async_redis_client(settings.redis), namespace=settings.namespace)
+        store = AsyncRedisStore(
+            async_redis_client(settings.redis),
+            namespace=settings.namespace,
+            **settings.redis.store_options(),
+        )
         options.setdefault("throttle", SignInThrottle(**settings.admin.sign_in.model_dump()))
         return cls(AsyncSessionManager(store, lifecycle=settings.lifecycle()), **options)
 

@@ -98,6 +98,7 @@ class Deployment:
         return self.settings.redis.target().describe()
 
     def close(self) -> None:
+        self.store.close()
         self.client.close()
 
 
@@ -118,7 +119,7 @@ def connect(url: str | None, namespace: str | None, config: Path | None) -> Iter
     """The deployment the options name; a Redis failure inside becomes one line, exit 1."""
     settings = load_settings(url, namespace, config)
     client = redis_client(settings.redis)
-    store = RedisStore(client, namespace=settings.namespace)
+    store = RedisStore(client, namespace=settings.namespace, **settings.redis.store_options())
     deployment = Deployment(
         settings, client, store, SessionManager(store, lifecycle=settings.lifecycle())
     )

@@ -39,12 +39,17 @@ class Node:
 
 
 def primaries(deployment: Deployment) -> list[Node]:
-    """A plain client per primary: the server itself, or each Cluster primary."""
+    """A plain client per primary: the server itself, the one the sentinels name, or each
+    Cluster primary; each named by its own address."""
     client: Any = deployment.client
     if isinstance(client, redis.cluster.RedisCluster):
         nodes = client.get_primaries()  # type: ignore[no-untyped-call]
         return [Node(node.name, node.redis_connection) for node in nodes]
     target = deployment.settings.redis.target()
+    if target.kind == "sentinel":
+        # The settings hold the sentinels' addresses, not the primary's: ask them.
+        host, port = client.connection_pool.get_master_address()
+        return [Node(f"{host}:{port}", client)]
     name = target.unix_socket or ",".join(f"{host}:{port}" for host, port in target.addresses)
     return [Node(name, client)]
 

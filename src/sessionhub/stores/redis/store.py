@@ -38,7 +38,7 @@ import string
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis
 import redis.asyncio
@@ -84,6 +84,18 @@ from ..base import (
     refresh_due,
 )
 from .cache import HEARTBEAT_SECONDS, AsyncInvalidations, ClientCache, Invalidations
+from .durable import (
+    DEFAULT_TIMEOUT,
+    attempts,
+    durable_replicas,
+    ends_sessions,
+    refusal,
+    replicated,
+    sentinel_managed,
+    socket_timeout_of,
+    wait_args,
+)
+from .failover import FAILOVER_WAIT, AsyncFailoverGuard, FailoverGuard, is_write
 from .scripts import (
     APPLY,
     CREATE,
@@ -168,9 +180,13 @@ class _Redirects:
         ) from exc
 
 
-def _refuses_the_database(exc: redis_errors.ResponseError) -> StoreUnavailable | None:
-    """The server's refusal of the database the settings name (SELECT, on connecting):
-    no request can be served until they change, so it is an outage, not a bug."""
+def _refused(exc: redis_errors.RedisError) -> StoreUnavailable | None:
+    """The 503 of an error that means the server will not serve this now (a write it
+    will not promise, see `durable.refusal`; the database the settings name, which
+    it does not have: no request can be served until they change), if it is one."""
+    reason = refusal(exc)
+    if reason is not None:
+        return StoreUnavailable(reason)
     if type(exc) is redis_errors.ResponseError and str(exc).startswith("DB index is out of"):
         return StoreUnavailable(
             "session store unavailable (Redis has no database of the number configured)"
@@ -719,6 +735,10 @@ def _eval(call: Call) -> tuple[Any, ...]:
     return ("EVAL", call.script.source, *call.args)
 
 
+def _writes(call: Call | Pause) -> TypeGuard[Call]:
+    return isinstance(call, Call) and is_write(call)
+
+
 # redis-py's execute_command is untyped (and sync or async by client).
 def _command(client: Any, *args: Any) -> Any:
     return client.execute_command(*args)
@@ -729,6 +749,14 @@ class RedisStore:
 
     `anonymous_events` and `stream_length`: see `RedisCommands`. Events this
     process causes also go to `listeners`.
+
+    `durable_ends`: each end of a session (logout, "log out everywhere", a
+    login at the session limit) is acknowledged only once this many replicas
+    have it, within `durable_ends_timeout` seconds (`sessionhub.stores.redis.durable`);
+    unset: 1 on a Sentinel-managed client, else 0. On a Sentinel-managed client
+    (redis-py's `master_for`, as `sessionhub.connect` builds) writes wait for a
+    failover to end, at most `failover_wait` seconds
+    (`sessionhub.stores.redis.failover`).
     """
 
     def __init__(
@@ -742,12 +770,25 @@ class RedisStore:
         cache_size: int = 10_000,
         cache_heartbeat: float = HEARTBEAT_SECONDS,
         redirect_patience: float = REDIRECT_PATIENCE,
+        durable_ends: int | None = None,
+        durable_ends_timeout: float = DEFAULT_TIMEOUT,
+        failover_wait: float = FAILOVER_WAIT,
     ) -> None:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
         #: How long a Cluster call is tried again while its slot is on the move.
         self.redirect_patience = redirect_patience
+        sentinel = sentinel_managed(client)
+        self.durable_ends = durable_replicas(
+            durable_ends,
+            sentinel=sentinel,
+            cluster=self.commands.cluster,
+            timeout=durable_ends_timeout,
+            socket_timeout=socket_timeout_of(client),
+        )
+        self.durable_ends_timeout = durable_ends_timeout
+        self.failover = FailoverGuard(client, failover_wait) if sentinel else None
         self.invalidations: Invalidations | None = None
         if cache:
             self.invalidations = Invalidations(
@@ -757,21 +798,32 @@ class RedisStore:
 
     def execute(self, operation: Operation) -> Any:
         if self.invalidations is not None and type(operation) is Read:
+            # A read the cache answers sends nothing: learn of a switch first.
+            self._follow_failover(write=False)
             self.invalidations.drain()
-        return self.run(self.commands.steps(operation))
+        return self.run(self.commands.steps(operation), durable=ends_sessions(operation))
 
     def close(self) -> None:
-        """Close the invalidation connection, if any (the client is the caller's)."""
+        """Close the invalidation connection and the failover watch, if any (the client is
+        the caller's)."""
         if self.invalidations is not None:
             self.invalidations.close()
+        if self.failover is not None:
+            self.failover.close()
 
-    def run(self, steps: Calls) -> Any:
-        """Send the calls `steps` yields, feeding back each reply (or error)."""
+    def run(self, steps: Calls, *, durable: bool = False) -> Any:
+        """Send the calls `steps` yields, feeding back each reply (or error).
+
+        `durable`: the calls end sessions, so their writes wait for `durable_ends` replicas.
+        """
         try:
             call = next(steps)
             while True:
                 try:
-                    reply = self._send(call)
+                    if durable and self.durable_ends and _writes(call):
+                        reply = self._send_durable(call)
+                    else:
+                        reply = self._send(call)
                 except redis_errors.RedisError as exc:
                     call = steps.throw(exc)
                 else:
@@ -782,16 +834,23 @@ class RedisStore:
             if not _is_unavailable(exc):
                 raise
             raise _unavailable(exc) from exc
-        except redis_errors.ResponseError as exc:
-            refusal = _refuses_the_database(exc)
-            if refusal is None:
+        except redis_errors.RedisError as exc:
+            unavailable = _refused(exc)
+            if unavailable is None:
                 raise
-            raise refusal from exc
+            raise unavailable from exc
+
+    def _follow_failover(self, write: bool) -> None:
+        """Hold a write while a failover runs (Sentinel); after a switch, forget the old primary."""
+        switched = self.failover is not None and self.failover.before(write)
+        if switched and self.invalidations is not None:
+            self.invalidations.close()  # the pool was dropped; this listened to the old primary
 
     def _send(self, call: Call | Pause) -> Any:
         if isinstance(call, Pause):
             time.sleep(call.seconds)
             return None
+        self._follow_failover(is_write(call))
         if not self.commands.cluster:
             return self._send_once(call)
         redirects = _Redirects(self.redirect_patience)
@@ -809,9 +868,22 @@ class RedisStore:
         except redis_errors.NoScriptError:
             return _command(self.client, *_eval(call))
 
+    def _send_durable(self, call: Call) -> Any:
+        """The write, then WAIT on the same connection (one round trip, not a transaction)."""
+        self._follow_failover(True)
+        client: Any = self.client
+        for command in attempts(call):
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command(*command)
+            pipe.execute_command(*wait_args(self.durable_ends, self.durable_ends_timeout))
+            reply, acknowledged = pipe.execute(raise_on_error=False)
+            if not isinstance(reply, redis_errors.NoScriptError):
+                break
+        return replicated(reply, acknowledged, self.durable_ends, self.durable_ends_timeout)
+
 
 class AsyncRedisStore:
-    """A store on a `redis.asyncio.Redis` (or its `RedisCluster`) client."""
+    """A store on a `redis.asyncio.Redis` (or its `RedisCluster`) client (options: `RedisStore`)."""
 
     def __init__(
         self,
@@ -824,11 +896,24 @@ class AsyncRedisStore:
         cache_size: int = 10_000,
         cache_heartbeat: float = HEARTBEAT_SECONDS,
         redirect_patience: float = REDIRECT_PATIENCE,
+        durable_ends: int | None = None,
+        durable_ends_timeout: float = DEFAULT_TIMEOUT,
+        failover_wait: float = FAILOVER_WAIT,
     ) -> None:
         self.client = client
         self.commands = _commands_for(client, namespace, anonymous_events, stream_length)
         self.listeners = self.commands.listeners
         self.redirect_patience = redirect_patience
+        sentinel = sentinel_managed(client)
+        self.durable_ends = durable_replicas(
+            durable_ends,
+            sentinel=sentinel,
+            cluster=self.commands.cluster,
+            timeout=durable_ends_timeout,
+            socket_timeout=socket_timeout_of(client),
+        )
+        self.durable_ends_timeout = durable_ends_timeout
+        self.failover = AsyncFailoverGuard(client, failover_wait) if sentinel else None
         #: Opened by the first read (in the event loop), or by `start_cache`.
         self.invalidations: AsyncInvalidations | None = None
         if cache:
@@ -845,28 +930,37 @@ class AsyncRedisStore:
     async def aexecute(self, operation: Operation) -> Any:
         invalidations = self.invalidations
         if invalidations is not None and type(operation) is Read:
+            # As in `RedisStore.execute`: a switch is learnt before the cache answers.
+            await self._follow_failover(write=False)
             lookup = invalidations.ready() or await invalidations.settle()
             return await self.arun(self.commands.steps(operation, lookup=lookup))
-        return await self.arun(self.commands.steps(operation))
+        return await self.arun(self.commands.steps(operation), durable=ends_sessions(operation))
 
     async def start_cache(self) -> bool:
         """Open the invalidation connection now; True if the cache is serving."""
         return self.invalidations is not None and await self.invalidations.start()
 
     async def aclose(self) -> None:
-        """Close the invalidation connection, if any (the client is the caller's)."""
+        """Close the invalidation connection and the failover watch, if any (the client is
+        the caller's)."""
         if self.invalidations is not None:
             await self.invalidations.aclose()
+        if self.failover is not None:
+            self.failover.close()
 
-    async def arun(self, steps: Calls) -> Any:
-        """Send the calls `steps` yields, feeding back each reply (or error)."""
+    async def arun(self, steps: Calls, *, durable: bool = False) -> Any:
+        """Send the calls `steps` yields, feeding back each reply (or error); `durable`: as
+        `RedisStore.run`."""
         if self._unready:
             await self._learn_slots()
         try:
             call = next(steps)
             while True:
                 try:
-                    reply = await self._send(call)
+                    if durable and self.durable_ends and _writes(call):
+                        reply = await self._send_durable(call)
+                    else:
+                        reply = await self._send(call)
                 except redis_errors.RedisError as exc:
                     call = steps.throw(exc)
                 else:
@@ -877,11 +971,11 @@ class AsyncRedisStore:
             if not _is_unavailable(exc):
                 raise
             raise _unavailable(exc) from exc
-        except redis_errors.ResponseError as exc:
-            refusal = _refuses_the_database(exc)
-            if refusal is None:
+        except redis_errors.RedisError as exc:
+            unavailable = _refused(exc)
+            if unavailable is None:
                 raise
-            raise refusal from exc
+            raise unavailable from exc
 
     async def _learn_slots(self) -> None:
         async with self._ready_lock:
@@ -892,10 +986,17 @@ class AsyncRedisStore:
                     raise _unavailable(exc) from exc
                 self._unready = False
 
+    async def _follow_failover(self, write: bool) -> None:
+        """As `RedisStore._follow_failover`."""
+        switched = self.failover is not None and await self.failover.before(write)
+        if switched and self.invalidations is not None:
+            await self.invalidations.aclose()
+
     async def _send(self, call: Call | Pause) -> Any:
         if isinstance(call, Pause):
             await asyncio.sleep(call.seconds)
             return None
+        await self._follow_failover(is_write(call))
         if not self.commands.cluster:
             return await self._send_once(call)
         redirects = _Redirects(self.redirect_patience)
@@ -912,3 +1013,16 @@ class AsyncRedisStore:
             return await _command(self.client, *_evalsha(call))
         except redis_errors.NoScriptError:
             return await _command(self.client, *_eval(call))
+
+    async def _send_durable(self, call: Call) -> Any:
+        """The write, then WAIT on the same connection (as `RedisStore._send_durable`)."""
+        await self._follow_failover(True)
+        client: Any = self.client
+        for command in attempts(call):
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command(*command)
+            pipe.execute_command(*wait_args(self.durable_ends, self.durable_ends_timeout))
+            reply, acknowledged = await pipe.execute(raise_on_error=False)
+            if not isinstance(reply, redis_errors.NoScriptError):
+                break
+        return replicated(reply, acknowledged, self.durable_ends, self.durable_ends_timeout)
