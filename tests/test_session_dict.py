@@ -130,3 +130,19 @@ def test_a_remembered_session_read_right_after_its_write_sends_no_cookie(
             assert h.commit(h.load(session_id)).send
         finally:
             h.close()
+
+
+def test_a_session_made_from_a_mapping_holds_it_unchanged() -> None:
+    """As Starlette's own ``Session({...})``: for an application's unit tests."""
+    session = Session({"a": "1"}, b=2)
+    assert not session.modified
+    session.pop("missing", None)  # not a look at what it holds, nor a change
+    assert not session.accessed
+    assert not session.modified
+    session.setdefault("a", "2")
+    assert not session.modified
+    session.setdefault("c", 3)
+    assert session.modified
+    assert session == {"a": "1", "b": 2, "c": 3}
+    with pytest.raises(TypeError):
+        Session({"when": object()})

@@ -60,8 +60,18 @@ class Codec:
     """What becomes of an attribute's JSON on its way into the store: here, nothing.
 
     Subclasses change `seal` and `open` (and `is_current`); `encode` and
-    `decode` are the whole way, value to stored bytes and back.
+    `decode` are the whole way, value to stored bytes and back. `to_json` and
+    `from_json` are the first layer: plain JSON here; a framework whose
+    sessions hold more types (Flask's tagged JSON) changes them.
     """
+
+    def to_json(self, value: Any, name: str) -> bytes:
+        """The JSON of attribute `name`'s value; TypeError naming it if it has none."""
+        return to_json(value, name)
+
+    def from_json(self, data: bytes, name: str) -> Any:
+        """The value `to_json` gave `data` for; CodecError if it is not such JSON."""
+        return from_json(data, name)
 
     #: Whether sealed values are bound to the session's binding token (the
     #: lifecycle then gives every stored session one).
@@ -85,11 +95,11 @@ class Codec:
         cls = type(self)
         return cls.open is Codec.open and cls.is_current is Codec.is_current
 
-    def encode(self, value: JSON, name: str, binding: str) -> bytes:
-        return self.seal(to_json(value, name), name, binding)
+    def encode(self, value: Any, name: str, binding: str) -> bytes:
+        return self.seal(self.to_json(value, name), name, binding)
 
-    def decode(self, stored: bytes, name: str, binding: str) -> JSON:
-        return from_json(self.open(stored, name, binding), name)
+    def decode(self, stored: bytes, name: str, binding: str) -> Any:
+        return self.from_json(self.open(stored, name, binding), name)
 
 
 class JsonCodec(Codec):

@@ -110,7 +110,7 @@ class Lifecycle:
 
     def new_session(self) -> Session:
         """A session that exists only in memory until something is written to it."""
-        session = Session(self.codec, self._fresh_meta(self._now()))
+        session = Session.blank(self.codec, self._fresh_meta(self._now()))
         self._bind(session._state)
         return session
 

@@ -30,10 +30,11 @@ attribute keep the last one written.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
-from .codec import JSON, Codec, dumps, from_json, loads, to_json
+from .codec import JSON, Codec, JsonCodec, dumps, loads
 from .ids import SessionRef
 from .record import (
     AUTH_TIME,
@@ -236,7 +237,7 @@ class SessionState:
         for name in self.assigned | self.read:
             if name not in values:
                 continue
-            plaintext = to_json(values[name], name)
+            plaintext = self.codec.to_json(values[name], name)
             if self.cleared or self.stored.get(name) != plaintext:
                 sets[field_name(name)] = self.seal(name, plaintext)
         deletes = tuple(field_name(name) for name in self.removed if name in self.stored)
@@ -264,7 +265,7 @@ class SessionState:
             else:
                 fields[meta_name] = value
         for name in values:
-            fields[field_name(name)] = self.seal(name, to_json(values[name], name))
+            fields[field_name(name)] = self.seal(name, self.codec.to_json(values[name], name))
         return fields
 
     def committed(
@@ -276,14 +277,14 @@ class SessionState:
         """
         stored: dict[str, bytes | None]
         if delta is None or delta.clear:
-            stored = {name: to_json(values[name], name) for name in values}
+            stored = {name: self.codec.to_json(values[name], name) for name in values}
         else:
             stored = self.stored
             for name in self.removed:
                 stored.pop(name, None)
             for name in self.assigned | self.read:
                 if name in values:
-                    stored[name] = to_json(values[name], name)
+                    stored[name] = self.codec.to_json(values[name], name)
         fields = self.meta_fields
         for meta_name, value in self.meta_changes.items():
             if value is None:
@@ -328,18 +329,33 @@ class Session(dict[str, JSON]):
     # One is built for every request, anonymous ones included: slots make that cheaper.
     __slots__ = ("__weakref__", "_state", "accessed")
 
-    def __init__(self, codec: Codec, meta: Meta, ref: SessionRef | None = None) -> None:
+    def __init__(self, data: Any = (), /, **values: JSON) -> None:
+        """A session holding `data` as if the store held it (unchanged, never stored):
+        for tests, as ``Session({"a": 1})``. Sessions of requests come from a manager."""
         super().__init__()
-        self._state = SessionState(codec, meta, ref)
-        #: True once the application looked at or changed the session.
+        now = int(time.time() * 1000)
+        self._state = SessionState(JsonCodec(), Meta(now, now, 0, now, 0))
         self.accessed = False
+        for name, value in dict(data, **values).items():
+            json = self._state.codec.to_json(value, name)
+            dict.__setitem__(self, name, value)
+            self._state.stored[name] = json
+
+    @classmethod
+    def blank(cls, codec: Codec, meta: Meta, ref: SessionRef | None = None) -> Session:
+        """An empty session of the lifecycle's: nothing stored yet under `ref`."""
+        session = cls.__new__(cls)
+        dict.__init__(session)
+        session._state = SessionState(codec, meta, ref)
+        session.accessed = False
+        return session
 
     # -- construction from a stored record --------------------------------
 
     @classmethod
     def from_record(cls, codec: Codec, ref: SessionRef, record: Record) -> Session:
         """The session a record describes; RecordError/CodecError if it cannot be read."""
-        session = cls(codec, record.meta, ref)
+        session = cls.blank(codec, record.meta, ref)
         state = session._state
         state.base = record
         state.refreshed = record.refreshed
@@ -353,11 +369,11 @@ class Session(dict[str, JSON]):
                 continue
             attribute = attribute_name(name)
             if plain:
-                put(session, attribute, from_json(raw, attribute))
+                put(session, attribute, codec.from_json(raw, attribute))
                 stored[attribute] = raw
                 continue
             plaintext = codec.open(raw, attribute, binding)
-            put(session, attribute, from_json(plaintext, attribute))
+            put(session, attribute, codec.from_json(plaintext, attribute))
             stored[attribute] = plaintext if codec.is_current(raw) else None
         if not meta:
             return session
@@ -463,7 +479,7 @@ class Session(dict[str, JSON]):
     def __setitem__(self, name: str, value: JSON) -> None:
         if not isinstance(name, str):
             raise TypeError("session attribute names are strings")
-        to_json(value, name)  # refuse non-JSON values now
+        self._state.codec.to_json(value, name)  # refuse what cannot be stored, now
         self.accessed = True
         dict.__setitem__(self, name, value)
         state = self._state
@@ -477,11 +493,12 @@ class Session(dict[str, JSON]):
         self._removed(name)
 
     def pop(self, name: str, default: Any = _MISSING, /) -> Any:
-        self.accessed = True
         if not dict.__contains__(self, name):
+            # Not a look at what the session holds (as Starlette counts it).
             if default is _MISSING:
                 raise KeyError(name)
             return default
+        self.accessed = True
         value = dict.pop(self, name)
         self._removed(name)
         return value
